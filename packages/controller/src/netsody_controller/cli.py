@@ -1,0 +1,12 @@
+"""Command-line entry point of netsody-controller."""
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    print("netsody-controller: not implemented yet", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
