@@ -1,0 +1,601 @@
+"""The agent's data plane: packets between the TUN device and the peers, over QUIC.
+
+Seam for the daemon::
+
+    tun = open_tun("netsody")                 # netsody_agent.tun; the daemon sets address/MTU/up
+    plane = DataPlane(identity, tun, super_peers=["https://sp.example:8443"], listen_port=0)
+    await plane.start()                       # binds the UDP socket, starts reading the TUN
+    await plane.apply(networks)               # list[CompiledNetwork], on every config revision
+    plane.status()                            # dict, see `DataPlane.status`
+    await plane.stop()                        # closes connections and the socket, not the TUN
+
+`apply` connects to every peer that a policy permits and closes connections to peers that are
+no longer permitted; peers present before and after stay connected. `set_peer_endpoints` adds
+known UDP addresses of a peer (for example from the command line when no super peer runs).
+
+One QUIC connection (aioquic, ALPN `netsody/1`) per peer carries IP packets in DATAGRAM frames
+(RFC 9221), several packets per frame when they fit. The peer with the lower pk dials; the
+other side dials too when no connection came up within `DIAL_GRACE_SECONDS`, and duplicate
+connections are resolved in `_on_link_up`. Both ends authenticate by their identity keys (see
+`handshake`). One UDP socket carries every peer connection, demultiplexed by QUIC connection ID.
+
+Every TUN packet passes the egress rules and every peer packet the anti-spoofing check and the
+ingress rules (`enforce.Enforcer`). A packet larger than the link can carry gets an ICMP
+"fragmentation needed" back on the TUN device when it has DF set, and is dropped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import pull_quic_header
+
+from netsody_agent.dataplane import enforce, handshake
+from netsody_agent.dataplane.link import (
+    KEEPALIVE_INTERVAL,
+    MAX_DATAGRAM_PAYLOAD,
+    STATE_CLOSED,
+    STATE_UP,
+    PeerLink,
+    server_configuration,
+)
+from netsody_agent.dataplane.logs import RepeatLimiter
+from netsody_agent.dataplane.packet import PacketError, build_frag_needed, parse_ipv4, split_packets
+from netsody_common.identity import Identity, pow_difficulty_from_env
+
+__all__ = ["DataPlane", "DataPlaneError"]
+
+logger = logging.getLogger(__name__)
+
+TUN_BATCH = 64
+SOCKET_BATCH = 64
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_PENDING_HANDSHAKES = 64
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+DIAL_GRACE_SECONDS = 3.0
+REDIAL_MIN_SECONDS = 1.0
+REDIAL_MAX_SECONDS = 30.0
+HOUSEKEEPING_SECONDS = 1.0
+# A connection without an authentic packet for this long loses a duplicate-connection tie-break.
+STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
+PATH_DIRECT = "direct"
+PATH_NONE = "none"
+
+
+class DataPlaneError(OSError):
+    """The data plane could not start (socket or event loop setup failed)."""
+
+
+class DataPlane:
+    """Forwards packets between `tun` and the permitted peers of the applied networks.
+
+    Driven by the event loop: readers on the TUN descriptor and the UDP socket, one timer per
+    QUIC connection and a housekeeping task. Emits log lines for connection up/down and path
+    changes per peer, and counters through `status()`.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        tun: Any,
+        *,
+        super_peers: list[str],
+        listen_port: int = 0,
+        listen_host: str = "0.0.0.0",  # noqa: S104 - peers reach the agent on every interface
+        pow_difficulty: int | None = None,
+    ) -> None:
+        self.identity = identity
+        self.tun = tun
+        self.super_peers = list(super_peers)
+        self.listen_port = listen_port
+        self.listen_host = listen_host
+        self.pow_difficulty = (
+            pow_difficulty if pow_difficulty is not None else pow_difficulty_from_env()
+        )
+        self.enforcer = enforce.Enforcer([])
+        self.drops: dict[str, int] = {}
+        self._certificate = handshake.identity_certificate(identity)
+        self._server_config = server_configuration(identity, self._certificate)
+        self._links: dict[str, PeerLink] = {}
+        self._pending: set[PeerLink] = set()
+        self._by_cid: dict[bytes, PeerLink] = {}
+        self._endpoints: dict[str, list[tuple[str, int]]] = {}
+        self._dial_state: dict[str, tuple[float, float]] = {}
+        self._peer_since: dict[str, float] = {}
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._errors = RepeatLimiter(logger)
+        self._last_flow_expiry = 0.0
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Bind the UDP socket and start reading it and the TUN device."""
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            sock.bind((self.listen_host, self.listen_port))
+        except OSError as error:
+            sock.close()
+            raise DataPlaneError(
+                error.errno,
+                f"binding UDP {self.listen_host}:{self.listen_port} failed: {error.strerror}"
+                " (choose another --listen-port or stop the process using it)",
+            ) from error
+        sock.setblocking(False)
+        self._sock = sock
+        self.listen_port = sock.getsockname()[1]
+        self._loop.add_reader(sock.fileno(), self._on_socket_readable)
+        self._loop.add_reader(self.tun.fileno(), self._on_tun_readable)
+        self._housekeeping = asyncio.create_task(self._run_housekeeping())
+        logger.info(
+            "data plane started on UDP port %d, node %s", self.listen_port, self.identity.pk
+        )
+
+    async def stop(self) -> None:
+        """Close every connection (telling the peers) and the socket; the TUN stays open."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        for link in [*self._links.values(), *self._pending]:
+            link.close(handshake.ERROR_NONE, "agent stopping")
+            self._flush(link, self._now())
+        if self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_reader(self.tun.fileno())
+        for link in [*self._links.values(), *self._pending]:
+            if link.timer_handle is not None:
+                link.timer_handle.cancel()
+        self._links.clear()
+        self._pending.clear()
+        self._by_cid.clear()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        logger.info("data plane stopped")
+
+    # Configuration
+
+    async def apply(self, networks: Iterable[Any]) -> None:
+        """Switch to the compiled `networks`: new rules at once, connections follow the peers."""
+        self.enforcer = enforce.Enforcer(networks)
+        permitted = self.enforcer.peer_pks()
+        permitted.discard(self.identity.pk)
+        for pk in list(self._links):
+            if pk not in permitted:
+                self._close_link(self._links.pop(pk), "no policy permits this peer any more")
+        for link in list(self._pending):
+            if link.peer_pk is not None and link.peer_pk not in permitted:
+                self._close_link(link, "no policy permits this peer any more")
+        now = self._now()
+        for pk in permitted:
+            self._peer_since.setdefault(pk, now)
+        for pk in list(self._peer_since):
+            if pk not in permitted:
+                del self._peer_since[pk]
+                self._dial_state.pop(pk, None)
+        logger.info(
+            "data plane applied %d network(s), %d peer(s)",
+            len(self.enforcer.networks),
+            len(permitted),
+        )
+        self._dial_missing(now)
+
+    def set_peer_endpoints(self, pk: str, endpoints: list[tuple[str, int]]) -> None:
+        """Set the UDP addresses to dial `pk` at (direct candidates), replacing earlier ones."""
+        self._endpoints[pk] = list(endpoints)
+        if self._loop is not None:
+            self._dial_missing(self._now())
+
+    # Status
+
+    def status(self) -> dict[str, Any]:
+        """Return the data plane's state.
+
+        `{"listen_port": int, "drops": {reason: count}, "peers": [{"pk", "hostname", "ip",
+        "path" ("direct", "relay-h3", "relay-h2" or "none"), "state", "last_handshake" (Unix
+        time or None), "bytes_in", "bytes_out", "packets_in", "packets_out",
+        "drops": {reason: count}}]}` with one entry per permitted peer.
+        """
+        peers = []
+        for pk, entries in sorted(self.enforcer.peers.items()):
+            if pk == self.identity.pk:
+                continue
+            link = self._links.get(pk)
+            entry = entries[0]
+            peers.append(
+                {
+                    "pk": pk,
+                    "hostname": entry.hostname,
+                    "ip": str(entry.ip),
+                    "path": link.path if link is not None else PATH_NONE,
+                    "state": link.state if link is not None else "down",
+                    "last_handshake": link.last_handshake if link is not None else None,
+                    "bytes_in": link.stats.bytes_in if link else 0,
+                    "bytes_out": link.stats.bytes_out if link else 0,
+                    "packets_in": link.stats.packets_in if link else 0,
+                    "packets_out": link.stats.packets_out if link else 0,
+                    "drops": dict(link.stats.drops) if link else {},
+                }
+            )
+        return {"listen_port": self.listen_port, "drops": dict(self.drops), "peers": peers}
+
+    # TUN side
+
+    def _on_tun_readable(self) -> None:
+        packets = self.tun.read_batch(TUN_BATCH)
+        if not packets:
+            return
+        now = self._now()
+        self.enforcer.now = now
+        outgoing: dict[PeerLink, list[bytes]] = {}
+        for packet in packets:
+            link = self._route_outgoing(packet)
+            if link is not None:
+                outgoing.setdefault(link, []).append(packet)
+        for link, batch in outgoing.items():
+            self._send_packets(link, batch)
+            self._service(link, now)
+
+    def _route_outgoing(self, packet: bytes) -> PeerLink | None:
+        try:
+            header = parse_ipv4(packet)
+        except PacketError:
+            # IPv6 router solicitations and the like reach every TUN device; count, don't log.
+            self._drop(
+                enforce.DROP_NOT_IPV4
+                if packet[:1] and packet[0] >> 4 == 6
+                else enforce.DROP_MALFORMED
+            )
+            return None
+        peer_pk, reason = self.enforcer.egress(header)
+        if reason is not None:
+            self._drop(reason)
+            return None
+        link = self._links.get(peer_pk)
+        if link is None or link.state != STATE_UP:
+            self._drop(enforce.DROP_PEER_DOWN)
+            return None
+        if header.total_length > MAX_DATAGRAM_PAYLOAD:
+            self._too_large(link, packet, header)
+            return None
+        return link
+
+    def _too_large(self, link: PeerLink, packet: bytes, header: Any) -> None:
+        link.stats.drop(enforce.DROP_TOO_LARGE)
+        if not header.dont_fragment:
+            return
+        # RFC 1191: tell the sender the largest packet this path carries.
+        local = next(iter(enforce.local_addresses(self.enforcer.peers[link.peer_pk][0].network)))
+        reply = build_frag_needed(packet, source=local.packed, next_hop_mtu=MAX_DATAGRAM_PAYLOAD)
+        self.tun.write(reply)
+
+    def _send_packets(self, link: PeerLink, packets: list[bytes]) -> None:
+        # NOTE: IPv4 packets carry their own total length, so packets are concatenated into
+        # one DATAGRAM frame without framing bytes while they fit.
+        stats = link.stats
+        payload = b""
+        for packet in packets:
+            if payload and len(payload) + len(packet) > MAX_DATAGRAM_PAYLOAD:
+                self._queue_payload(link, payload)
+                payload = b""
+            payload = payload + packet if payload else packet
+            stats.bytes_out += len(packet)
+            stats.packets_out += 1
+        if payload:
+            self._queue_payload(link, payload)
+
+    def _queue_payload(self, link: PeerLink, payload: bytes) -> None:
+        if not link.send_payload(payload):
+            link.stats.drop(enforce.DROP_QUEUE_FULL)
+
+    # Peer side
+
+    def _on_peer_payload(self, link: PeerLink, payload: bytes) -> None:
+        try:
+            packets = split_packets(payload)
+        except PacketError as error:
+            link.stats.drop(enforce.DROP_MALFORMED)
+            self._errors.log(
+                logging.WARNING,
+                f"malformed:{link.peer_pk}",
+                "peer %s sent a malformed datagram: %s",
+                link.peer_pk,
+                error,
+            )
+            return
+        stats = link.stats
+        enforcer = self.enforcer
+        write = self.tun.write
+        for packet in packets:
+            try:
+                header = parse_ipv4(packet)
+            except PacketError:
+                stats.drop(enforce.DROP_MALFORMED)
+                continue
+            reason = enforcer.ingress(link.peer_pk, header)
+            if reason is not None:
+                stats.drop(reason)
+                continue
+            stats.bytes_in += len(packet)
+            stats.packets_in += 1
+            write(packet)
+
+    def _on_socket_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        now = self._now()
+        self.enforcer.now = now
+        touched: set[PeerLink] = set()
+        for _ in range(SOCKET_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                # ICMP port unreachable from a peer that went away surfaces here.
+                self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
+                break
+            link = self._demultiplex(data, addr, now)
+            if link is not None:
+                touched.add(link)
+        for link in touched:
+            self._service(link, now)
+
+    def _demultiplex(self, data: bytes, addr: tuple[str, int], now: float) -> PeerLink | None:
+        if not data:
+            return None
+        long_header = data[0] & 0x80
+        if long_header:
+            if len(data) < 7:
+                self._drop("unknown-connection")
+                return None
+            dcid = data[6 : 6 + data[5]]
+        else:
+            dcid = data[1:9]
+        link = self._by_cid.get(dcid)
+        if link is None:
+            if not long_header:
+                self._drop("unknown-connection")
+                return None
+            link = self._accept(data, addr)
+            if link is None:
+                return None
+        authentic = link.receive(data, now)
+        if link.remote != addr and (link.remote is None or authentic):
+            self._set_path(link, addr, PATH_DIRECT)
+        return link
+
+    def _accept(self, data: bytes, addr: tuple[str, int]) -> PeerLink | None:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+        except ValueError:
+            self._drop("malformed-quic")
+            return None
+        if header.packet_type is None or header.token is None or len(data) < 1200:
+            # Only a padded client Initial (RFC 9000 section 14.1) may open a connection.
+            self._drop("unknown-connection")
+            return None
+        if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+            self._drop("handshake-limit")
+            self._errors.log(
+                logging.WARNING,
+                "handshake-limit",
+                "rejected a handshake from %s: %d handshakes pending",
+                addr,
+                MAX_PENDING_HANDSHAKES,
+            )
+            return None
+        link = PeerLink.accept(
+            self.identity,
+            self._server_config,
+            original_destination_connection_id=header.destination_cid,
+            pow_difficulty=self.pow_difficulty,
+            is_permitted=self._is_permitted,
+        )
+        self._pending.add(link)
+        self._register_cid(link, header.destination_cid, True)
+        for cid in link.host_cids:
+            self._register_cid(link, cid, True)
+        return link
+
+    def _is_permitted(self, pk: str) -> bool:
+        return pk != self.identity.pk and pk in self.enforcer.peers
+
+    # Connection servicing
+
+    def _service(self, link: PeerLink, now: float) -> None:
+        link.process_events(self._on_peer_payload, self._on_link_state, self._register_cid)
+        self._flush(link, now)
+        self._arm_timer(link)
+
+    def _flush(self, link: PeerLink, now: float) -> None:
+        datagrams = link.datagrams(now)
+        if not datagrams or link.remote is None or self._sock is None:
+            return
+        sendto = self._sock.sendto
+        remote = link.remote
+        for data in datagrams:
+            try:
+                sendto(data, remote)
+            except BlockingIOError:
+                link.stats.drop("socket-busy")
+            except OSError as error:
+                self._errors.log(
+                    logging.WARNING,
+                    f"send:{remote}",
+                    "sending to peer %s at %s failed: %s",
+                    link.peer_pk,
+                    remote,
+                    error,
+                )
+                return
+
+    def _arm_timer(self, link: PeerLink) -> None:
+        deadline = link.connection.get_timer()
+        handle = link.timer_handle
+        if handle is not None:
+            if deadline is not None and handle.when() == deadline:
+                return
+            handle.cancel()
+            link.timer_handle = None
+        if deadline is not None and self._loop is not None:
+            link.timer_handle = self._loop.call_at(deadline, self._on_timer, link)
+
+    def _on_timer(self, link: PeerLink) -> None:
+        link.timer_handle = None
+        now = self._now()
+        link.connection.handle_timer(now)
+        self._service(link, now)
+
+    def _register_cid(self, link: PeerLink, cid: bytes, issued: bool) -> None:
+        if issued:
+            self._by_cid[cid] = link
+        elif self._by_cid.get(cid) is link:
+            del self._by_cid[cid]
+
+    def _set_path(self, link: PeerLink, remote: Any, path: str) -> None:
+        previous = link.path
+        link.remote = remote
+        link.path = path
+        if link.state == STATE_UP or previous != PATH_NONE:
+            logger.info("peer %s path %s -> %s (%s)", link.peer_pk, previous, path, remote)
+
+    # Link state changes
+
+    def _on_link_state(self, link: PeerLink) -> None:
+        if link.state == STATE_UP:
+            self._on_link_up(link)
+        elif link.state == STATE_CLOSED:
+            self._on_link_closed(link)
+
+    def _on_link_up(self, link: PeerLink) -> None:
+        self._pending.discard(link)
+        pk = link.peer_pk
+        current = self._links.get(pk)
+        if current is not None and current is not link and current.state == STATE_UP:
+            if self._keep_current(current, link):
+                self._close_link(link, "duplicate connection")
+                return
+            self._close_link(current, "replaced by a newer connection")
+        self._links[pk] = link
+        self._dial_state.pop(pk, None)
+        logger.info(
+            "peer %s connected (%s, path %s via %s)",
+            pk,
+            "dialed" if link.is_dialer else "accepted",
+            link.path,
+            link.remote,
+        )
+
+    def _keep_current(self, current: PeerLink, new: PeerLink) -> bool:
+        # NOTE: both sides must pick the same connection. A stale one always loses; otherwise
+        # the connection dialed by the lower pk wins.
+        if self._now() - current.last_received > STALE_SECONDS:
+            return False
+        return self._dialer_pk(current) < self._dialer_pk(new)
+
+    def _dialer_pk(self, link: PeerLink) -> str:
+        return self.identity.pk if link.is_dialer else link.peer_pk or ""
+
+    def _on_link_closed(self, link: PeerLink) -> None:
+        self._pending.discard(link)
+        for cid in [cid for cid, owner in self._by_cid.items() if owner is link]:
+            del self._by_cid[cid]
+        if link.timer_handle is not None:
+            link.timer_handle.cancel()
+            link.timer_handle = None
+        if link.peer_pk is not None and self._links.get(link.peer_pk) is link:
+            del self._links[link.peer_pk]
+            logger.info("peer %s disconnected: %s", link.peer_pk, link.close_reason)
+            self._schedule_redial(link.peer_pk, self._now())
+        elif link.close_reason:
+            logger.debug(
+                "connection to %s closed: %s", link.peer_pk or "unknown", link.close_reason
+            )
+
+    def _close_link(self, link: PeerLink, reason: str) -> None:
+        code = handshake.ERROR_REPLACED if "replaced" in reason or "duplicate" in reason else 0
+        link.close(code, reason)
+        now = self._now()
+        self._flush(link, now)
+        self._arm_timer(link)
+        if link.peer_pk is not None and self._links.get(link.peer_pk) is link:
+            del self._links[link.peer_pk]
+            logger.info("peer %s connection closed: %s", link.peer_pk, reason)
+        self._pending.discard(link)
+
+    # Dialing
+
+    def _dial_missing(self, now: float) -> None:
+        for pk, since in self._peer_since.items():
+            link = self._links.get(pk)
+            if link is not None and link.state != STATE_CLOSED:
+                continue
+            if any(pending.peer_pk == pk for pending in self._pending):
+                continue
+            endpoints = self._endpoints.get(pk)
+            if not endpoints:
+                continue
+            if self.identity.pk > pk and now - since < DIAL_GRACE_SECONDS:
+                continue
+            next_try, _delay = self._dial_state.get(pk, (0.0, REDIAL_MIN_SECONDS))
+            if now < next_try:
+                continue
+            self._dial(pk, endpoints[0], now)
+
+    def _dial(self, pk: str, endpoint: tuple[str, int], now: float) -> None:
+        link = PeerLink.dial(self.identity, pk, now=now, pow_difficulty=self.pow_difficulty)
+        self._pending.add(link)
+        self._register_cid(link, link.connection.host_cid, True)
+        link.remote = endpoint
+        link.path = PATH_DIRECT
+        self._schedule_redial(pk, now)
+        logger.debug("dialing peer %s at %s", pk, endpoint)
+        self._service(link, now)
+
+    def _schedule_redial(self, pk: str, now: float) -> None:
+        _next, delay = self._dial_state.get(pk, (0.0, REDIAL_MIN_SECONDS / 2))
+        delay = min(delay * 2, REDIAL_MAX_SECONDS)
+        self._dial_state[pk] = (now + delay, delay)
+
+    # Housekeeping
+
+    async def _run_housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                self._housekeep(self._now())
+            except Exception:
+                logger.exception("data plane housekeeping failed")
+
+    def _housekeep(self, now: float) -> None:
+        for link in list(self._pending):
+            if now - link.created > HANDSHAKE_TIMEOUT_SECONDS:
+                self._close_link(link, "handshake timed out")
+                link.state = STATE_CLOSED
+                self._on_link_closed(link)
+        for link in list(self._links.values()):
+            if now - link.last_received > KEEPALIVE_INTERVAL / 2:
+                link.connection.send_ping(0)
+                self._service(link, now)
+        if now - self._last_flow_expiry > 30:
+            self._last_flow_expiry = now
+            self.enforcer.expire_flows(now)
+        self._dial_missing(now)
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
