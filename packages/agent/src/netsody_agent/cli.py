@@ -1,11 +1,278 @@
-"""Command-line entry point of netsody."""
+"""The `netsody` command: the daemon (`run`) and the commands that talk to it."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from netsody_agent import __version__
+from netsody_agent.errors import AgentError, LocalApiError
+from netsody_agent.settings import DEFAULT_STATE_DIR
+
+STATE_DIR_ENV = "NETSODY_STATE_DIR"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `netsody` with every command and option."""
+    parser = argparse.ArgumentParser(
+        prog="netsody",
+        description="Netsody agent: joins this device to overlay networks.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=_default_state_dir(),
+        help=f"agent state directory (identity, settings, local API socket); default "
+        f"${STATE_DIR_ENV} or {DEFAULT_STATE_DIR}",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_login(commands, common)
+    _add_join(commands, common)
+    _add_run(commands, common)
+    status = commands.add_parser("status", parents=[common], help="show the agent's state")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    _add_network(commands, common)
+    commands.add_parser(
+        "logout", parents=[common], help="forget the node credential and the controller's networks"
+    )
+    commands.add_parser("version", help="print the agent version")
+    return parser
+
+
+def _add_login(commands: Any, common: argparse.ArgumentParser) -> None:
+    login = commands.add_parser(
+        "login",
+        parents=[common],
+        help="store the settings, sign in with the device flow and pair this device",
+        description="Store the given settings (each can be changed on its own later), sign in "
+        "with the OAuth 2.0 device authorization flow and pair this device with the controller. "
+        "Needs the daemon (`netsody run`), which signs the pairing with the node's key.",
+    )
+    login.add_argument(
+        "--controller", help="controller API URL, e.g. https://controller.example.com/api"
+    )
+    login.add_argument("--auth-url", help="OpenID provider (issuer) URL; needs --auth-client-id")
+    login.add_argument("--auth-client-id", help="OIDC client id of the agent; needs --auth-url")
+    login.add_argument(
+        "--super-peer",
+        action="append",
+        dest="super_peers",
+        metavar="URL",
+        help="super peer URL, e.g. https://sp.example.com/; repeat for several",
+    )
+
+
+def _add_join(commands: Any, common: argparse.ArgumentParser) -> None:
+    join = commands.add_parser(
+        "join", parents=[common], help="join a network with a join key (no browser needed)"
+    )
+    join.add_argument("--controller", required=True, help="controller API URL")
+    join.add_argument("--join-key", required=True, help="join key created in the dashboard")
+    join.add_argument(
+        "--super-peer", action="append", dest="super_peers", metavar="URL",
+        help="super peer URL; repeat for several",
+    )  # fmt: skip
+
+
+def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
+    run = commands.add_parser("run", parents=[common], help="run the agent daemon (as root)")
+    run.add_argument("--device", default="netsody", help="TUN device name (default: netsody)")
+    run.add_argument(
+        "--mtu", type=int, default=1280, help="MTU of the TUN device in bytes (default: 1280)"
+    )
+    run.add_argument(
+        "--dns-address",
+        default="127.0.0.153:53",
+        metavar="HOST:PORT",
+        help="where the resolver for *.netsody.me listens (default: 127.0.0.153:53)",
+    )
+    run.add_argument(
+        "--listen-port",
+        type=int,
+        default=0,
+        help="UDP port of the data plane (default: 0, any free port)",
+    )
+    run.add_argument(
+        "--log-level", default=os.environ.get("NETSODY_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+        help="log level (default: $NETSODY_LOG_LEVEL or INFO)",
+    )  # fmt: skip
+    run.add_argument(
+        "--log-format", default="text", choices=["text", "json"],
+        help="log format on stderr: text or JSON lines (default: text)",
+    )  # fmt: skip
+
+
+def _add_network(commands: Any, common: argparse.ArgumentParser) -> None:
+    network = commands.add_parser("network", help="manage manually managed networks")
+    actions = network.add_subparsers(dest="action", required=True, metavar="ACTION")
+    helps = {
+        "add": "add a network from a file:// or https:// URL "
+        "(https://user:pass@host/path for basic auth)",
+        "remove": "remove a manually managed network",
+        "enable": "apply a disabled network again (local only)",
+        "disable": "stop applying a network without removing it (local only)",
+    }
+    for action, text in helps.items():
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("url", metavar="URL", help="network URL, as given to `network add`")
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("netsody: not implemented yet", file=sys.stderr)
-    return 1
+    """Run the `netsody` command; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"netsody {__version__}")
+        return EXIT_OK
+    if not sys.platform.startswith("linux"):
+        print(
+            f"netsody {args.command}: not supported on this platform ({sys.platform})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.command == "login" and bool(args.auth_url) != bool(args.auth_client_id):
+        parser.error("--auth-url and --auth-client-id must be given together")
+    handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except LocalApiError as exc:
+        print(f"netsody {args.command}: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    except AgentError as exc:
+        print(f"netsody {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from netsody_agent.localapi import LocalApiClient
+
+    return LocalApiClient(args.state_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from netsody_agent.daemon import Daemon, DaemonOptions
+    from netsody_agent.logsetup import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    host, _, port = args.dns_address.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"netsody run: --dns-address {args.dns_address!r} is not HOST:PORT", file=sys.stderr)
+        return EXIT_USAGE
+    options = DaemonOptions(
+        state_dir=args.state_dir,
+        device=args.device,
+        mtu=args.mtu,
+        dns_host=host,
+        dns_port=int(port),
+        listen_port=args.listen_port,
+    )
+    asyncio.run(Daemon(options).run())
+    return EXIT_OK
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from netsody_agent import deviceflow
+
+    client = _client(args)
+    settings = client.call(
+        "settings.update",
+        {
+            "controller": args.controller,
+            "auth_url": args.auth_url,
+            "auth_client_id": args.auth_client_id,
+            "super_peers": args.super_peers,
+        },
+    )
+    missing = [opt for opt, key in (("--controller", "controller"), ("--auth-url", "auth_url"),
+               ("--auth-client-id", "auth_client_id")) if not settings.get(key)]  # fmt: skip
+    if missing:
+        raise AgentError(f"no {', '.join(missing)} stored yet: pass them to `netsody login`")
+    with httpx.Client() as http:
+        endpoints = deviceflow.discover(http, settings["auth_url"])
+        authorization = deviceflow.request_device_code(http, endpoints, settings["auth_client_id"])
+        print(f"To sign in, open {authorization.verification_uri} and enter the code "
+              f"{authorization.user_code}")  # fmt: skip
+        if authorization.verification_uri_complete:
+            print(f"or open {authorization.verification_uri_complete}")
+        sys.stdout.flush()
+        token = deviceflow.poll_for_token(
+            http, endpoints, settings["auth_client_id"], authorization
+        )
+    result = client.call("login.pair", {"access_token": token["access_token"]})
+    print(f"Paired this device ({result['pk'][:16]}...) with {settings['controller']}")
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    result = _client(args).call(
+        "join",
+        {"controller": args.controller, "join_key": args.join_key, "super_peers": args.super_peers},
+    )
+    print(f"Joined network {result.get('network_id', '')} as node {result['pk'][:16]}...")
+    if result.get("error"):
+        print(f"warning: {result['error']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from netsody_agent.statusview import render_status
+
+    status = _client(args).call("status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status))
+    return EXIT_OK
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    result = _client(args).call(f"network.{args.action}", {"url": args.url})
+    if args.action == "add":
+        names = ", ".join(result.get("networks", [])) or "none yet"
+        print(f"Added {result.get('source', '')}: networks {names}")
+        if result.get("error"):
+            print(f"warning: {result['error']}", file=sys.stderr)
+            return EXIT_FAILED
+    elif args.action == "remove":
+        print(f"Removed {result['removed']}")
+    else:
+        print(f"{'Enabled' if result['enabled'] else 'Disabled'} {result['url']}")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    _client(args).call("logout")
+    print("Logged out: the node credential and the controller's networks are removed")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "login": cmd_login,
+    "join": cmd_join,
+    "status": cmd_status,
+    "network": cmd_network,
+    "logout": cmd_logout,
+}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Turn compiled networks (netsody_common.policy) into the reconciler's desired state.
+
+This module is the one place in the daemon that reads the fields of a `CompiledNetwork`:
+`ip`, `routes` (resource network to gateway pk), `gateway_duties` (destination to a duty with
+its permitted clients) and `hostnames` (name to overlay address).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from netsody_agent.reconciler.planner import DesiredState, DnsLink, GatewayRule
+
+logger = logging.getLogger(__name__)
+
+# 1280 bytes is the IPv6 minimum MTU, so an overlay packet plus QUIC, UDP and IP headers (and
+# the MASQUE framing of a relay) still fits a 1500-byte path, and typical tunnels and PPPoE
+# links below it, without fragmentation.
+DEFAULT_MTU = 1280
+
+
+@dataclass(frozen=True)
+class AppliedNetwork:
+    """One network ready to apply: its document subnet and its compiled form."""
+
+    network_id: str
+    name: str
+    subnet: IPv4Network
+    compiled: Any
+
+
+def _route_items(routes: Any) -> Iterable[tuple[Any, Any]]:
+    return routes.items() if isinstance(routes, Mapping) else routes
+
+
+def _ipv4_network(value: Any) -> IPv4Network | None:
+    """Return `value` as an IPv4 network, or None for a domain resource (not routable by IP)."""
+    try:
+        return IPv4Network(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def hostnames(network: Any) -> dict[str, IPv4Address]:
+    """Return the names this node may resolve in `network`, hostname to overlay address."""
+    return {str(name).lower(): IPv4Address(ip) for name, ip in network.hostnames.items()}
+
+
+def _gateway_rules(network: Any) -> set[GatewayRule]:
+    """Return one rule per (permitted client, IPv4 resource) of this node's gateway duties.
+
+    TODO: domain resources (`*.example.internal`) need the gateway to resolve and forward by
+    name; they get no firewall rule yet.
+    """
+    rules: set[GatewayRule] = set()
+    for duty in network.gateway_duties.values():
+        destination = _ipv4_network(duty.network) if duty.network is not None else None
+        if destination is None:
+            continue
+        for client in duty.clients:
+            rules.add(GatewayRule(IPv4Network(client.ip), destination))
+    return rules
+
+
+def build_desired(
+    networks: Iterable[AppliedNetwork], *, mtu: int = DEFAULT_MTU, dns_server: str | None = None
+) -> tuple[DesiredState, dict[str, IPv4Address]]:
+    """Return the desired machine state and the DNS records of `networks`.
+
+    Routes cover resources outside every overlay subnet (the subnets are on-link through the
+    addresses). Gateway rules let each permitted client reach each resource this node serves.
+    """
+    addresses: set[IPv4Interface] = set()
+    routes: set[IPv4Network] = set()
+    rules: set[GatewayRule] = set()
+    records: dict[str, IPv4Address] = {}
+    subnets: list[IPv4Network] = []
+    for net in networks:
+        compiled = net.compiled
+        subnets.append(net.subnet)
+        addresses.add(IPv4Interface(f"{compiled.ip}/{net.subnet.prefixlen}"))
+        for destination, _gateway in _route_items(compiled.routes):
+            route = _ipv4_network(destination)
+            if route is not None:
+                routes.add(route)
+        rules.update(_gateway_rules(compiled))
+        for name, ip in hostnames(compiled).items():
+            records.setdefault(name, ip)
+    routes = {route for route in routes if not any(route.subnet_of(s) for s in subnets)}
+    dns = DnsLink(dns_server, "netsody.me") if dns_server and records else None
+    desired = DesiredState(
+        mtu=mtu,
+        addresses=frozenset(addresses),
+        routes=frozenset(routes),
+        gateway_rules=frozenset(rules),
+        dns=dns,
+    )
+    return desired, records
