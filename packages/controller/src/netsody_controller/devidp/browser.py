@@ -48,6 +48,13 @@ class _FormParser(HTMLParser):
             self.alerts.append(data.strip())
 
 
+def read_form(html: str) -> tuple[str | None, dict[str, str]]:
+    """Return the action and the hidden fields of the first form in `html`."""
+    parser = _FormParser()
+    parser.feed(html)
+    return parser.action, parser.hidden
+
+
 def approve_device_code(
     verification_uri: str,
     user_code: str,

@@ -23,7 +23,12 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from netsody_controller.devidp.store import DevUser, SigningKeys, UserStore
+from netsody_controller.devidp.store import (
+    SUPPORTED_ALGORITHMS,
+    DevUser,
+    SigningKeys,
+    UserStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class DeviceGrant:
 
 @dataclass
 class AuthorizationCode:
-    """An issued authorization code and the request it answers."""
+    """An issued authorization code and the authorization request it belongs to."""
 
     client_id: str
     redirect_uri: str
@@ -125,7 +130,7 @@ class AuthorizationCode:
 
 @dataclass
 class RefreshGrant:
-    """What a refresh token stands for."""
+    """The client, scope and user of an issued refresh token."""
 
     client_id: str
     scope: str
@@ -255,8 +260,10 @@ class DevIdp:
 
     def _sign(self, claims: dict[str, Any], *, media_type: str) -> str:
         key = self.keys.current
-        header = {"alg": self.keys.algorithm, "kid": key.kid, "typ": media_type}
-        return jwt.encode(header, claims, key)
+        algorithm = self.keys.algorithm
+        header = {"alg": algorithm, "kid": key.kid, "typ": media_type}
+        # joserfc signs EdDSA only when the algorithm is listed explicitly.
+        return jwt.encode(header, claims, key, algorithms=[algorithm])
 
     def _access_token(
         self,
@@ -318,7 +325,8 @@ class DevIdp:
     def verify_access_token(self, token: str) -> DevUser:
         """Return the user of an access token this provider issued, or raise `OAuthError`."""
         try:
-            claims = jwt.decode(token, KeySet.import_key_set(self.keys.jwks())).claims
+            keys = KeySet.import_key_set(self.keys.jwks())
+            claims = jwt.decode(token, keys, algorithms=list(SUPPORTED_ALGORITHMS)).claims
         except (JoseError, ValueError) as error:
             raise OAuthError(
                 "invalid_token", f"The token is invalid: {error}", status=401
@@ -413,7 +421,7 @@ class DevIdp:
         )
 
     def _poll_device(self, client: DevClient, device_code: str) -> dict[str, Any]:
-        """Answer one poll of the token endpoint (RFC 8628 section 3.4 and 3.5)."""
+        """Handle one poll of the token endpoint (RFC 8628 section 3.4 and 3.5)."""
         now = self.clock()
         with self._lock:
             grant = self._device_grants.get(device_code)
@@ -474,7 +482,7 @@ class DevIdp:
         if "authorization_code" not in client.grant_types:
             raise RedirectError(request, "unauthorized_client", "Client may not use this grant")
         # SECURITY: public clients must use PKCE with S256 (RFC 9700 section 2.1.1); the plain
-        # method would reveal the verifier to anyone who sees the request.
+        # method would reveal the verifier to anyone who can read the request.
         if not request.code_challenge:
             raise RedirectError(request, "invalid_request", "code_challenge is required (PKCE)")
         if params.get("code_challenge_method") != "S256":

@@ -64,6 +64,9 @@ class RunningDevIdp:
         self.idp = idp
         self.base_url = idp.issuer
         self.discovery_url = f"{idp.issuer}/.well-known/openid-configuration"
+        host, port = server.server_address[:2]
+        # The bound socket's URL; it differs from base_url only when an issuer was given.
+        self.local_url = _base_url(str(host), int(port))
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -120,15 +123,17 @@ def start_dev_idp(
     settings: DevIdpSettings | None = None,
     issuer: str | None = None,
     clock: Callable[[], float] | None = None,
+    banner_stream: TextIO | None = None,
 ) -> RunningDevIdp:
     """Start the provider in a background thread and return it (use it as a context manager).
 
-    Raises OSError when the address cannot be bound.
+    The development-only warning is logged, and printed as a banner to `banner_stream` when
+    given. Raises OSError when the address cannot be bound.
     """
     idp, server = bind_dev_idp(
         state_dir, host=host, port=port, settings=settings, issuer=issuer, clock=clock
     )
-    warn_development_only(idp.issuer, host)
+    warn_development_only(idp.issuer, host, stream=banner_stream)
     return RunningDevIdp(idp, server)
 
 

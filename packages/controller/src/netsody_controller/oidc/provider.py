@@ -48,8 +48,9 @@ logger = logging.getLogger(__name__)
 # SECURITY: asymmetric algorithms only. `none` and the HMAC family (HS*) are never accepted,
 # because an HMAC key would have to be shared with every verifier, and accepting HS* next to RSA
 # opens the algorithm confusion attack (the public key used as an HMAC secret).
-ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
-_KEY_TYPES_BY_ALGORITHM = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+# "Ed25519" is the fully specified name of EdDSA over Ed25519 (RFC 9864).
+ALLOWED_ALGORITHMS = ("RS256", "ES256", "EdDSA", "Ed25519")
+_KEY_TYPES_BY_ALGORITHM = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP", "Ed25519": "OKP"}
 _KEY_CLASSES = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
 
 DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
@@ -106,8 +107,8 @@ class OidcProvider:
     """One OpenID provider: its discovery document, its JWKS and its userinfo endpoint.
 
     Nothing is fetched in the constructor; the discovery document and the JWKS are loaded on
-    first use and cached. A token that names an unknown key id triggers one JWKS refetch, at most
-    once per `jwks_refetch_interval` seconds, so a flood of forged key ids cannot make the
+    first use and cached. A token that names an unknown key id triggers a JWKS refetch, at most
+    one per `jwks_refetch_interval` seconds, so a flood of forged key ids cannot make the
     controller hammer the provider. A refresh that fails keeps the keys already known. All
     methods are thread-safe; the `a`-prefixed variants run the same code in a worker thread.
     """
@@ -141,7 +142,7 @@ class OidcProvider:
         self._metadata_loaded_at = 0.0
         self._keys: dict[str, Any] = {}
         self._keys_loaded_at: float | None = None
-        self._last_jwks_fetch: float | None = None
+        self._last_unknown_kid_refetch: float | None = None
 
     def __repr__(self) -> str:
         return f"OidcProvider({self.discovery_url!r}, audience={self.audience!r})"
@@ -177,7 +178,7 @@ class OidcProvider:
             return self._metadata
 
     def _fetch_metadata(self) -> ProviderMetadata:
-        document = self._get_json(self.discovery_url, what="discovery document")
+        document = self._get_json(self.discovery_url, resource="discovery document")
         missing = [name for name in ("issuer", "jwks_uri") if not document.get(name)]
         if missing:
             raise ProviderConfigurationError(
@@ -219,6 +220,7 @@ class OidcProvider:
                 logger.info(
                     "Token names an unknown key id; refetching the JWKS", extra={"kid": kid}
                 )
+                self._last_unknown_kid_refetch = now
                 self._refresh_keys_locked(jwks_uri, now, required=False)
                 key = self._select_key_locked(kid, algorithm)
         if key is None:
@@ -229,14 +231,15 @@ class OidcProvider:
         return key
 
     def _may_refetch_locked(self, now: float) -> bool:
-        return self._last_jwks_fetch is None or (
-            now - self._last_jwks_fetch >= self.jwks_refetch_interval
+        # Only refetches caused by unknown key ids count, so the first rotation after a start
+        # is picked up at once.
+        return self._last_unknown_kid_refetch is None or (
+            now - self._last_unknown_kid_refetch >= self.jwks_refetch_interval
         )
 
     def _refresh_keys_locked(self, jwks_uri: str, now: float, *, required: bool) -> None:
-        self._last_jwks_fetch = now
         try:
-            document = self._get_json(jwks_uri, what="JWKS")
+            document = self._get_json(jwks_uri, resource="JWKS")
             self._keys = _import_keys(document, jwks_uri)
             self._keys_loaded_at = now
         except OidcError:
@@ -302,6 +305,7 @@ class OidcProvider:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise TokenInvalidError("The token has no sub (subject) claim")
+
         now = self._clock()
         expires_at = _numeric_claim(claims, "exp", required=True)
         assert expires_at is not None
@@ -315,6 +319,7 @@ class OidcProvider:
                     "check the clocks of the controller and the identity provider"
                 )
         audience = self._check_audience(claims)
+
         issued_at = _numeric_claim(claims, "iat", required=False)
         client_id = claims.get("client_id") or claims.get("azp")
         email = claims.get("email")
@@ -358,7 +363,7 @@ class OidcProvider:
         `claims` are the token's validated claims; when None the token is validated first.
         Raises `UserInfoSubjectMismatchError` when the response names another subject,
         `EmailNotVerifiedError` when it carries `email_verified=false`, and
-        `TokenRejectedByProviderError` when the provider answers 401 or 403.
+        `TokenRejectedByProviderError` when the provider responds with 401 or 403.
         """
         if claims is None:
             claims = self.validate_access_token(token)
@@ -367,7 +372,7 @@ class OidcProvider:
             raise ProviderConfigurationError(
                 f"The discovery document at {self.discovery_url} has no userinfo_endpoint"
             )
-        document = self._get_json(endpoint, what="userinfo", token=token)
+        document = self._get_json(endpoint, resource="userinfo", token=token)
         if document.get("sub") != claims.subject:
             # SECURITY: OpenID Connect Core 1.0, section 5.3.2: a response for another subject
             # must not be used.
@@ -389,7 +394,7 @@ class OidcProvider:
 
     # HTTP
 
-    def _get_json(self, url: str, *, what: str, token: str | None = None) -> dict[str, Any]:
+    def _get_json(self, url: str, *, resource: str, token: str | None = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -397,33 +402,34 @@ class OidcProvider:
             response = self._http.get(url, headers=headers)
         except httpx.HTTPError as error:
             raise ProviderUnavailableError(
-                f"The identity provider's {what} at {url} could not be fetched: "
+                f"The identity provider's {resource} at {url} could not be fetched: "
                 f"{type(error).__name__}: {error}"
             ) from error
         if token is not None and response.status_code in (401, 403):
             raise TokenRejectedByProviderError(
-                f"The identity provider rejected the token at its {what} endpoint "
+                f"The identity provider rejected the token at its {resource} endpoint "
                 f"(HTTP {response.status_code})"
             )
         if response.status_code >= 500:
             raise ProviderUnavailableError(
-                f"The identity provider's {what} at {url} returned HTTP {response.status_code}"
+                f"The identity provider's {resource} at {url} returned HTTP {response.status_code}"
             )
         if response.status_code != 200:
             raise ProviderConfigurationError(
-                f"The identity provider's {what} at {url} returned HTTP {response.status_code}; "
-                "check the provider URL"
+                f"The identity provider's {resource} at {url} returned HTTP "
+                f"{response.status_code}; check the provider URL"
             )
         try:
             document = response.json()
         except ValueError as error:
             content_type = response.headers.get("content-type", "(none)")
             raise ProviderConfigurationError(
-                f"The identity provider's {what} at {url} is not JSON (content type {content_type})"
+                f"The identity provider's {resource} at {url} is not JSON "
+                f"(content type {content_type})"
             ) from error
         if not isinstance(document, dict):
             raise ProviderConfigurationError(
-                f"The identity provider's {what} at {url} is not a JSON object"
+                f"The identity provider's {resource} at {url} is not a JSON object"
             )
         return document
 
