@@ -113,6 +113,7 @@ class DataPlane:
         self._housekeeping: asyncio.Task[None] | None = None
         self._errors = RepeatLimiter(logger)
         self._last_flow_expiry = 0.0
+        self._last_keepalive = 0.0
 
     # Lifecycle
 
@@ -190,6 +191,10 @@ class DataPlane:
         )
         self._dial_missing(now)
 
+    def set_super_peers(self, super_peers: list[str]) -> None:
+        """Replace the super peer URLs (used for discovery and relaying)."""
+        self.super_peers = list(super_peers)
+
     def set_peer_endpoints(self, pk: str, endpoints: list[tuple[str, int]]) -> None:
         """Set the UDP addresses to dial `pk` at (direct candidates), replacing earlier ones."""
         self._endpoints[pk] = list(endpoints)
@@ -227,7 +232,15 @@ class DataPlane:
                     "drops": dict(link.stats.drops) if link else {},
                 }
             )
-        return {"listen_port": self.listen_port, "drops": dict(self.drops), "peers": peers}
+        # TODO: signaling, hole punching and the MASQUE relay through super peers are not
+        # implemented yet, so every super peer reports "not connected".
+        super_peers = [{"url": url, "connected": False} for url in self.super_peers]
+        return {
+            "listen_port": self.listen_port,
+            "drops": dict(self.drops),
+            "peers": peers,
+            "super_peers": super_peers,
+        }
 
     # TUN side
 
@@ -274,9 +287,10 @@ class DataPlane:
         link.stats.drop(enforce.DROP_TOO_LARGE)
         if not header.dont_fragment:
             return
-        # RFC 1191: tell the sender the largest packet this path carries.
-        local = next(iter(enforce.local_addresses(self.enforcer.peers[link.peer_pk][0].network)))
-        reply = build_frag_needed(packet, source=local.packed, next_hop_mtu=MAX_DATAGRAM_PAYLOAD)
+        # RFC 1191: tell the sender the largest packet this path carries. The message comes
+        # from the packet's destination, because Linux drops packets arriving on an interface
+        # with one of its own addresses as source (net.ipv4.conf.*.accept_local is 0 by default).
+        reply = build_frag_needed(packet, source=header.dst, next_hop_mtu=MAX_DATAGRAM_PAYLOAD)
         self.tun.write(reply)
 
     def _send_packets(self, link: PeerLink, packets: list[bytes]) -> None:
@@ -295,6 +309,21 @@ class DataPlane:
             self._queue_payload(link, payload)
 
     def _queue_payload(self, link: PeerLink, payload: bytes) -> None:
+        if link.state == STATE_UP and link.remote is not None and self._sock is not None:
+            try:
+                self._sock.sendto(link.seal_datagram(payload), link.remote)
+            except BlockingIOError:
+                link.stats.drop(enforce.DROP_QUEUE_FULL)
+            except OSError as error:
+                self._errors.log(
+                    logging.WARNING,
+                    f"send:{link.remote}",
+                    "sending to peer %s at %s failed: %s",
+                    link.peer_pk,
+                    link.remote,
+                    error,
+                )
+            return
         if not link.send_payload(payload):
             link.stats.drop(enforce.DROP_QUEUE_FULL)
 
@@ -364,6 +393,15 @@ class DataPlane:
         else:
             dcid = data[1:9]
         link = self._by_cid.get(dcid)
+        if link is not None and not long_header and link.state == STATE_UP:
+            payload = link.open_datagram(data)
+            if payload is not None:
+                link.last_received = now
+                if link.remote != addr:
+                    self._set_path(link, addr, PATH_DIRECT)
+                if payload:
+                    self._on_peer_payload(link, payload)
+                return None
         if link is None:
             if not long_header:
                 self._drop("unknown-connection")
@@ -417,6 +455,13 @@ class DataPlane:
     def _service(self, link: PeerLink, now: float) -> None:
         link.process_events(self._on_peer_payload, self._on_link_state, self._register_cid)
         self._flush(link, now)
+        if link.state == STATE_CLOSED and (
+            link in self._pending or self._links.get(link.peer_pk or "") is link
+        ):
+            # A failed authentication closes the link at once, without waiting for aioquic's
+            # draining period to end.
+            self._on_link_closed(link)
+            return
         self._arm_timer(link)
 
     def _flush(self, link: PeerLink, now: float) -> None:
@@ -585,8 +630,11 @@ class DataPlane:
                 self._close_link(link, "handshake timed out")
                 link.state = STATE_CLOSED
                 self._on_link_closed(link)
-        for link in list(self._links.values()):
-            if now - link.last_received > KEEPALIVE_INTERVAL / 2:
+        # Packets of the fast path bypass aioquic, so a ping every interval keeps its idle
+        # timer and the NAT mapping alive even while data flows.
+        if now - self._last_keepalive >= KEEPALIVE_INTERVAL:
+            self._last_keepalive = now
+            for link in list(self._links.values()):
                 link.connection.send_ping(0)
                 self._service(link, now)
         if now - self._last_flow_expiry > 30:

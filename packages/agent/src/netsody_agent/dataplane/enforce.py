@@ -168,8 +168,8 @@ class Enforcer:
             allowed = bool(
                 network.decide(
                     direction,
-                    IPv4Address(header.src),
-                    IPv4Address(header.dst),
+                    _to_int(header.src),
+                    _to_int(header.dst),
                     header.protocol,
                     port,
                     peer_pk,
@@ -221,7 +221,8 @@ def local_addresses(network: Any) -> list[IPv4Address]:
 
 def gateway_networks(network: Any) -> list[IPv4Network]:
     """Destination networks this node forwards to as a resource gateway."""
-    return [IPv4Network(duty) for duty in network.gateway_duties]
+    # Domain resources are keyed by their name; only IPv4 networks are routed.
+    return [duty for duty in network.gateway_duties if isinstance(duty, IPv4Network)]
 
 
 def route_entries(network: Any) -> list[tuple[IPv4Network, str]]:

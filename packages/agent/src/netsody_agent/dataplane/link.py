@@ -44,6 +44,13 @@ KEEPALIVE_INTERVAL = 4.0
 # queue only adds latency once the congestion window is full.
 MAX_PENDING_DATAGRAMS = 256
 
+# First byte of a short-header packet with a 2-byte packet number (RFC 9000 section 17.3.1).
+_SHORT_HEADER_BITS = 0x40 | 0x01
+# DATAGRAM frame without a length field: its data runs to the end of the packet (RFC 9221).
+_DATAGRAM_NO_LENGTH = b"\x30"
+REPLAY_WINDOW = 4096
+_REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
+
 STATE_HANDSHAKING = "handshaking"
 STATE_UP = "up"
 STATE_CLOSED = "closed"
@@ -128,6 +135,7 @@ class PeerLink:
         self._stream_buffers: dict[int, bytes] = {}
         self.timer_handle: Any = None
         self.host_cids: set[bytes] = {connection.host_cid}
+        self._replay = ReplayWindow()
 
     def __repr__(self) -> str:
         role = "dialer" if self.is_dialer else "acceptor"
@@ -296,6 +304,7 @@ class PeerLink:
         """Close the connection because authentication failed, with the error's QUIC code."""
         logger.warning("peer %s rejected: %s", self.peer_pk or "unknown", error)
         self.close_reason = str(error)
+        self.state = STATE_CLOSED
         self.connection.close(error_code=error.code, reason_phrase=str(error)[:100])
 
     def close(self, code: int, reason: str) -> None:
@@ -322,6 +331,80 @@ class PeerLink:
         self.connection.send_datagram_frame(payload)
         return True
 
+    def seal_datagram(self, payload: bytes) -> bytes:
+        """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
+
+        This is the fast path for IP packets: it borrows the connection's packet number and
+        1-RTT keys, so the result is a packet of this connection that any QUIC receiver accepts,
+        but aioquic neither tracks it for loss recovery nor counts it against congestion
+        control (the tunneled TCP does its own congestion control, as over WireGuard).
+        Call only in state `up`.
+        """
+        # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
+        # private packet number counter, peer connection ID and 1-RTT crypto pair.
+        connection = self.connection
+        crypto = connection._cryptos[Epoch.ONE_RTT]
+        number = connection._packet_number
+        connection._packet_number = number + 1
+        header = (
+            bytes((_SHORT_HEADER_BITS | (crypto.send.key_phase << 2),))
+            + connection._peer_cid.cid
+            + (number & 0xFFFF).to_bytes(2, "big")
+        )
+        return crypto.encrypt_packet(header, _DATAGRAM_NO_LENGTH + payload, number)
+
+    def open_datagram(self, data: bytes) -> bytes | None:
+        """Decrypt a 1-RTT packet that holds exactly one DATAGRAM frame and return its data.
+
+        Returns None when the packet holds anything else (ACKs, streams, pings), does not
+        decrypt, or is a replay; the caller then hands the packet to `receive` unchanged.
+        """
+        connection = self.connection
+        space = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
+        if space is None:
+            return None
+        crypto = connection._cryptos[Epoch.ONE_RTT]
+        try:
+            _header, plain, number = crypto.decrypt_packet(
+                data, 1 + len(connection.host_cid), space.expected_packet_number
+            )
+        except Exception:
+            return None
+        if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
+            return None
+        # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets; aioquic never
+        # sees these ones, so a sliding window rejects replays.
+        if not self._replay.accept(number):
+            self.stats.drop("replay")
+            return b""
+        if number >= space.expected_packet_number:
+            space.expected_packet_number = number + 1
+        return plain[1:]
+
     def datagrams(self, now: float) -> list[bytes]:
         """The UDP payloads aioquic wants sent now (to `remote`)."""
         return [data for data, _addr in self.connection.datagrams_to_send(now=now)]
+
+
+class ReplayWindow:
+    """Sliding window of received packet numbers, `REPLAY_WINDOW` wide (as in RFC 4303 3.4.3)."""
+
+    def __init__(self) -> None:
+        self.highest = -1
+        self._bits = 0
+
+    def accept(self, number: int) -> bool:
+        """Record `number`; return False for a duplicate or a number older than the window."""
+        if number > self.highest:
+            shift = number - self.highest
+            if shift >= REPLAY_WINDOW:
+                self._bits = 1
+            else:
+                self._bits = ((self._bits << shift) | 1) & _REPLAY_MASK
+            self.highest = number
+            return True
+        offset = self.highest - number
+        if offset >= REPLAY_WINDOW or (self._bits >> offset) & 1:
+            return False
+        self._bits |= 1 << offset
+        return True

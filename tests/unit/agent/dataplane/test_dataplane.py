@@ -1,0 +1,138 @@
+"""DataPlane decisions that need no socket: oversize packets, drop counters, replay window."""
+
+import socket
+import struct
+from types import SimpleNamespace
+
+from netsody_agent.dataplane import DataPlane, enforce
+from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats, ReplayWindow
+from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, parse_ipv4
+from netsody_common.document import parse_document
+from netsody_common.policy import compile_for_node
+
+
+class MemoryTun:
+    """Test double of `TunDevice`: records written packets (a real TUN device needs root)."""
+
+    def __init__(self):
+        self.written = []
+
+    def fileno(self):
+        return -1
+
+    def write(self, packet):
+        self.written.append(bytes(packet))
+
+
+def document(alpha, beta):
+    return parse_document(f"""
+name = "office"
+network = "10.1.0.0/24"
+
+[[node]]
+hostname = "alpha"
+ip = "10.1.0.1"
+pk = "{alpha}"
+
+[[node]]
+hostname = "beta"
+ip = "10.1.0.2"
+pk = "{beta}"
+
+[[policy]]
+source_groups = ["ALL"]
+destination_groups = ["ALL"]
+""")
+
+
+def tcp_packet(size, *, dont_fragment=True):
+    payload = struct.pack("!HH", 40000, 22) + bytes(size - 24)
+    flags = 0x4000 if dont_fragment else 0
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        size,
+        0,
+        flags,
+        64,
+        PROTO_TCP,
+        0,
+        socket.inet_aton("10.1.0.1"),
+        socket.inet_aton("10.1.0.2"),
+    )
+    return header + payload
+
+
+async def plane_with_peer_up(identities):
+    alpha, beta = identities[0], identities[1]
+    tun = MemoryTun()
+    plane = DataPlane(alpha, tun, super_peers=[])
+    await plane.apply([compile_for_node(document(alpha.pk, beta.pk), alpha.pk)])
+    link = SimpleNamespace(state="up", stats=LinkStats(), peer_pk=beta.pk)
+    plane._links[beta.pk] = link
+    return plane, tun, link
+
+
+async def test_oversize_df_packet_gets_frag_needed(identities):
+    plane, tun, link = await plane_with_peer_up(identities)
+    original = tcp_packet(MAX_DATAGRAM_PAYLOAD + 100)
+
+    routed = plane._route_outgoing(original)
+
+    assert routed is None
+    assert link.stats.drops == {enforce.DROP_TOO_LARGE: 1}
+    assert len(tun.written) == 1
+    reply = parse_ipv4(tun.written[0])
+    assert reply.protocol == PROTO_ICMP
+    assert reply.src == socket.inet_aton("10.1.0.2")
+    assert reply.dst == socket.inet_aton("10.1.0.1")
+    assert tun.written[0][20:22] == b"\x03\x04"
+    assert struct.unpack("!H", tun.written[0][26:28])[0] == MAX_DATAGRAM_PAYLOAD
+
+
+async def test_oversize_packet_without_df_dropped_silently(identities):
+    plane, tun, link = await plane_with_peer_up(identities)
+
+    assert (
+        plane._route_outgoing(tcp_packet(MAX_DATAGRAM_PAYLOAD + 100, dont_fragment=False)) is None
+    )
+    assert tun.written == []
+    assert link.stats.drops == {enforce.DROP_TOO_LARGE: 1}
+
+
+async def test_fitting_packet_routed_to_link(identities):
+    plane, _tun, link = await plane_with_peer_up(identities)
+
+    assert plane._route_outgoing(tcp_packet(MAX_DATAGRAM_PAYLOAD)) is link
+
+
+async def test_packet_to_down_peer_counted(identities):
+    plane, _tun, _link = await plane_with_peer_up(identities)
+    plane._links.clear()
+
+    plane._route_outgoing(tcp_packet(100))
+
+    assert plane.drops == {enforce.DROP_PEER_DOWN: 1}
+
+
+async def test_status_lists_permitted_peer(identities):
+    plane, _tun, _link = await plane_with_peer_up(identities)
+    plane._links.clear()
+
+    peers = plane.status()["peers"]
+
+    assert [(peer["pk"], peer["ip"], peer["path"]) for peer in peers] == [
+        (identities[1].pk, "10.1.0.2", "none")
+    ]
+
+
+def test_replay_window_rejects_duplicates_and_old():
+    window = ReplayWindow()
+
+    assert window.accept(10)
+    assert window.accept(12)
+    assert window.accept(11)
+    assert not window.accept(11)
+    assert window.accept(10_000)
+    assert not window.accept(10)
