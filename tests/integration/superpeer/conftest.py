@@ -377,8 +377,9 @@ class H3Protocol(QuicConnectionProtocol):
         self.owner: H3Client | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        assert self.owner is not None
         for http_event in self.http.handle_event(event):
+            if self.owner is None:
+                continue  # events of the handshake, before the client object exists
             stream = self.owner.streams.get(getattr(http_event, "stream_id", -1))
             if stream is None:
                 continue
