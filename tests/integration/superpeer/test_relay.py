@@ -67,7 +67,7 @@ async def test_relay_between_two_agents(
 async def test_relay_candidates_in_coordination(
     kit: Any, superpeer: Any, clients: list, identities: list
 ) -> None:
-    client_a, _, address_a = await relayed_agent(kit, "h3", superpeer.port, identities[0], clients)
+    _, _, address_a = await relayed_agent(kit, "h3", superpeer.port, identities[0], clients)
     client_b = await kit.open_client("h2", superpeer.port)
     clients.append(client_b)
     channel_b = await client_b.signal(identities[1])
