@@ -6,6 +6,7 @@ policy over groups costs a few big-integer ORs instead of a loop over nodes.
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class DocumentIndex:
     def condition_mask(self, conditions: Conditions) -> int:
         """Return the bitmask of nodes that satisfy `conditions`, computed once per value."""
         mask = self._condition_masks.get(conditions)
+        if mask is None and conditions.is_empty():
+            mask = (1 << len(self.document.nodes)) - 1
+            self._condition_masks[conditions] = mask
         if mask is None:
             mask = 0
             for position, node in enumerate(self.document.nodes):
@@ -73,8 +77,10 @@ def index_for(document: NetworkDocument) -> DocumentIndex:
     # NOTE: no lock here. The callback runs while the garbage collector frees the document,
     # possibly inside another cache access on the same thread, so a lock could deadlock; single
     # dict operations are atomic in CPython, and a stale entry fails the identity check above.
+    cache = _cache  # bound here because module globals may already be gone at interpreter exit
+
     def forget(_ref: weakref.ref[NetworkDocument]) -> None:
-        _cache.pop(key, None)
+        cache.pop(key, None)
 
     _cache[key] = (weakref.ref(document, forget), index)
     return index
@@ -215,6 +221,7 @@ def _address_in(
     return any(address.version == net.version and address in net for net in networks)
 
 
+@functools.lru_cache(maxsize=1024)
 def version_tuple(text: str | None) -> tuple[int, ...] | None:
     """Return the leading numeric release of a version ("1.2.0rc1" gives (1, 2, 0)), or None."""
     if text is None:

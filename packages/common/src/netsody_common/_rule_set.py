@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Protocol
@@ -124,8 +124,10 @@ class PrefixTable:
         self._levels = levels
 
     @classmethod
-    def build(cls, items: Iterable[_Access]) -> PrefixTable:
+    def build(cls, items: Sequence[_Access]) -> PrefixTable:
         """Index the IPv4 networks of `items`; domain resources (no network) are skipped."""
+        if not items:
+            return EMPTY_PREFIX_TABLE
         by_length: dict[int, dict[int, list[RuleSet]]] = {}
         for item in items:
             network = item.network
@@ -155,3 +157,6 @@ class PrefixTable:
     def contains(self, address: int) -> bool:
         """Return whether some network of the table contains `address`."""
         return any(address & mask in table for mask, table in self._levels)
+
+
+EMPTY_PREFIX_TABLE = PrefixTable(())

@@ -145,10 +145,12 @@ class CompiledNetwork:
     gateway_duties: Mapping[IPv4Network | str, GatewayDuty]
     hostnames: Mapping[str, IPv4Address]
     _filters: dict[str, _PeerFilter] = field(repr=False, compare=False, default_factory=dict)
+    _ip_int: int = field(repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if not self._filters:
             self._filters.update(_build_filters(self.peers))
+        object.__setattr__(self, "_ip_int", int(self.ip))
 
     @property
     def dns_names(self) -> dict[str, IPv4Address]:
@@ -181,22 +183,22 @@ class CompiledNetwork:
         found = self._filters.get(peer_pk)
         if found is None:
             return False
-        src = src_ip if type(src_ip) is int else int(IPv4Address(src_ip))
-        dst = dst_ip if type(dst_ip) is int else int(IPv4Address(dst_ip))
-        number = (
-            protocol if type(protocol) is int else PROTOCOL_NUMBERS.get(str(protocol).lower(), -1)
-        )
+        src = src_ip if type(src_ip) is int else _address_int(src_ip)
+        dst = dst_ip if type(dst_ip) is int else _address_int(dst_ip)
+        number = protocol if type(protocol) is int else _protocol_number(protocol)
         if direction == EGRESS:
-            if src != self._own_ip:
+            if src != self._ip_int:
                 return False
             if dst == found.ip:
-                return found.node_rules is not None and found.node_rules.allows(number, port)
+                rules = found.node_rules
+                return rules is not None and (rules.allow_all or rules.allows(number, port))
             return found.reachable.allows(dst, number, port)
         if direction == INGRESS:
             if src != found.ip:
                 return False
-            if dst == self._own_ip:
-                return found.node_rules is not None and found.node_rules.allows(number, port)
+            if dst == self._ip_int:
+                rules = found.node_rules
+                return rules is not None and (rules.allow_all or rules.allows(number, port))
             return found.served.allows(dst, number, port)
         raise ValueError(f"direction {direction!r} is invalid: use 'egress' or 'ingress'")
 
@@ -227,7 +229,7 @@ class CompiledNetwork:
         found = self._filters.get(peer_pk)
         if found is None:
             return False
-        src = src_ip if type(src_ip) is int else int(IPv4Address(src_ip))
+        src = src_ip if type(src_ip) is int else _address_int(src_ip)
         return src == found.ip or found.reachable.contains(src)
 
     def decide_many(
@@ -239,7 +241,7 @@ class CompiledNetwork:
         protocols are numbers, because the loop binds its lookups once.
         """
         filters = self._filters
-        own = self._own_ip
+        own = self._ip_int
         results: list[bool] = []
         append = results.append
         for direction, src, dst, protocol, port, peer_pk in packets:
@@ -251,43 +253,42 @@ class CompiledNetwork:
                     append(False)
                 elif dst == found.ip:
                     rules = found.node_rules
-                    append(rules is not None and rules.allows(protocol, port))
+                    append(rules is not None and (rules.allow_all or rules.allows(protocol, port)))
                 else:
                     append(found.reachable.allows(dst, protocol, port))
             elif src != found.ip:
                 append(False)
             elif dst == own:
                 rules = found.node_rules
-                append(rules is not None and rules.allows(protocol, port))
+                append(rules is not None and (rules.allow_all or rules.allows(protocol, port)))
             else:
                 append(found.served.allows(dst, protocol, port))
         return results
 
-    @property
-    def _own_ip(self) -> int:
-        return int(self.ip)
+
+def _address_int(address: IPv4Address | int | str) -> int:
+    return int(address) if isinstance(address, IPv4Address) else int(IPv4Address(address))
 
 
-@dataclass(frozen=True)
+def _protocol_number(protocol: int | str) -> int:
+    return PROTOCOL_NUMBERS.get(str(protocol).lower(), -1)
+
+
 class _PeerFilter:
-    peer: Peer
-    ip: int
-    node_rules: RuleSet | None
-    reachable: PrefixTable
-    served: PrefixTable
+    """The per-packet lookups of one peer (slots, because decide reads them per packet)."""
+
+    __slots__ = ("ip", "node_rules", "peer", "reachable", "served")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.ip = int(peer.ip)
+        self.node_rules = peer.node_rules
+        self.reachable = PrefixTable.build(peer.reachable)
+        self.served = PrefixTable.build(peer.served)
 
 
 def _build_filters(peers: Iterable[Peer]) -> dict[str, _PeerFilter]:
-    filters = {}
-    for peer in peers:
-        filters[peer.pk] = _PeerFilter(
-            peer=peer,
-            ip=int(peer.ip),
-            node_rules=peer.node_rules,
-            reachable=PrefixTable.build(peer.reachable),
-            served=PrefixTable.build(peer.served),
-        )
-    return filters
+    return {peer.pk: _PeerFilter(peer) for peer in peers}
 
 
 @dataclass
