@@ -295,7 +295,7 @@ INVALID_DOCUMENTS = [
         id="pk-duplicate",
     ),
     pytest.param(
-        with_base(f'[[node]]\nhostname = "gamma"\nip = "10.1.0.3"\n'),
+        with_base('[[node]]\nhostname = "gamma"\nip = "10.1.0.3"\n'),
         "node[2]: required key pk is missing",
         id="node-pk-missing",
     ),
