@@ -155,17 +155,22 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self._addr = addr
-        super().datagram_received(data, addr)
         if self._admitted is None:
-            self.remote_ip = unmap(addr[0])
-            self._admitted = self.hub.admit_connection(self)
-            if not self._admitted:
-                self._quic.close(
-                    error_code=CONNECTION_REFUSED,
-                    frame_type=0,
-                    reason_phrase="too many connections",
-                )
-                self.transmit()
+            self._first_datagram(data, addr)
+            return
+        super().datagram_received(data, addr)
+
+    def _first_datagram(self, data: bytes | str, addr: Any) -> None:
+        self.remote_ip = unmap(addr[0])
+        self._admitted = self.hub.admit_connection(self)
+        self._quic.receive_datagram(data, addr, now=self._loop.time())
+        if not self._admitted:
+            # Closing before the first transmit sends CONNECTION_CLOSE instead of a handshake.
+            self._quic.close(
+                error_code=CONNECTION_REFUSED, frame_type=0, reason_phrase="too many connections"
+            )
+        self._process_events()
+        self.transmit()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if type(event) is DatagramFrameReceived:
