@@ -1,4 +1,4 @@
-"""The namespace topology behaves as its documentation says: NAT kinds, blocked UDP, the LAN."""
+"""The namespace topology behaves as documented in topology.py: NAT kinds, blocked UDP, the LAN."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ RECEIVE_TIMEOUT = 1.0
 
 @contextlib.contextmanager
 def udp_reflector(topology: Topology, role: str, address: str) -> Iterator[None]:
-    """Answer every UDP datagram with the source address and port it arrived from."""
+    """Reply to every UDP datagram with the source address and port it arrived from."""
     sock = topology.socket(role)
     sock.bind((address, ECHO_PORT))
     sock.settimeout(0.2)
@@ -52,7 +52,7 @@ def udp_reflector(topology: Topology, role: str, address: str) -> Iterator[None]
 
 
 def mapped_address(sock: socket.socket, server: str) -> tuple[str, int] | None:
-    """Return the public address a reflector saw for `sock`, or None when no answer came."""
+    """Return the public address a reflector saw for `sock`, or None when no reply arrived."""
     sock.settimeout(RECEIVE_TIMEOUT)
     for _ in range(3):
         sock.sendto(b"probe", (server, ECHO_PORT))

@@ -466,7 +466,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers signal 0; it is gone for our purposes once it has exited.
+    # A zombie still accepts signal 0 but has already exited, so it counts as gone.
     try:
         status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
     except (OSError, IndexError):
