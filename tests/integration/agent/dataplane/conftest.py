@@ -1,0 +1,204 @@
+"""Two network namespaces joined by a veth pair, with data plane agents as real processes.
+
+Underlay: 192.168.77.1 (namespace a) and 192.168.77.2 (namespace b) on the veth pair; both
+addresses exist only inside the namespaces. Overlay: 10.9.0.1 and 10.9.0.2 on the TUN device
+`netsody` of each namespace. Agents run `python -m netsody_agent.dataplane.run` and report their
+status to a JSON file every second. Teardown stops the agents by PID and deletes the namespaces
+(which deletes the veth pair and the TUN devices with them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from netsody_common.identity import Identity
+
+DIFFICULTY = 8
+UNDERLAY = {"a": "192.168.77.1", "b": "192.168.77.2"}
+OVERLAY = {"a": "10.9.0.1", "b": "10.9.0.2"}
+LISTEN_PORT = 7000
+WAIT_SECONDS = 30.0
+
+ALLOW_ALL = """
+[[policy]]
+source_groups = ["ALL"]
+destination_groups = ["ALL"]
+"""
+
+
+def run(*command: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Agent:
+    """One data plane process inside a namespace."""
+
+    side: str
+    namespace: str
+    identity_path: Path
+    status_path: Path
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def peer(self) -> dict:
+        peers = self.status().get("peers", [])
+        return peers[0] if peers else {}
+
+
+@dataclass
+class Pair:
+    """Namespaces a and b, their identities and the network file both agents read."""
+
+    namespaces: dict[str, str]
+    identities: dict[str, Identity]
+    network_path: Path
+    workdir: Path
+    agents: dict[str, Agent] = field(default_factory=dict)
+
+    def exec(self, side: str, *command: str, check: bool = True, timeout: float = 20):
+        return run(
+            "ip", "netns", "exec", self.namespaces[side], *command, check=check, timeout=timeout
+        )
+
+    def popen(self, side: str, *command: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.namespaces[side], *command], **kwargs)
+
+    def write_network(self, policies: str = ALLOW_ALL) -> None:
+        nodes = "".join(
+            f'\n[[node]]\nhostname = "node-{side}"\nip = "{OVERLAY[side]}"\n'
+            f'pk = "{self.identities[side].pk}"\n'
+            for side in ("a", "b")
+        )
+        text = f'name = "test"\nnetwork = "10.9.0.0/24"\n{nodes}{policies}'
+        temporary = self.network_path.with_suffix(".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, self.network_path)
+
+    def start(self, side: str) -> Agent:
+        other = "b" if side == "a" else "a"
+        agent = self.agents.get(side) or Agent(
+            side,
+            self.namespaces[side],
+            self.workdir / f"{side}.key",
+            self.workdir / f"{side}.status.json",
+            self.workdir / f"{side}.log",
+        )
+        agent.status_path.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "netsody_agent.dataplane.run",
+            "--network",
+            str(self.network_path),
+            "--identity",
+            str(agent.identity_path),
+            "--listen-port",
+            str(LISTEN_PORT),
+            "--peer",
+            f"{self.identities[other].pk}={UNDERLAY[other]}:{LISTEN_PORT}",
+            "--status-file",
+            str(agent.status_path),
+        ]
+        log = agent.log_path.open("a")
+        env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(DIFFICULTY)}
+        agent.process = self.popen(side, *command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.agents[side] = agent
+        return agent
+
+    def stop(self, side: str) -> None:
+        agent = self.agents.get(side)
+        if agent is None or agent.process is None:
+            return
+        stop_process(agent.process)
+        agent.process = None
+
+    def wait_connected(self, *sides: str) -> None:
+        wait_for(
+            lambda: all(self.agents[side].peer().get("state") == "up" for side in sides),
+            f"agents {sides} connected",
+            self,
+        )
+
+    def reload(self, side: str) -> None:
+        self.agents[side].process.send_signal(signal.SIGHUP)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def wait_for(condition, what: str, pair: Pair | None = None, timeout: float = WAIT_SECONDS):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    logs = ""
+    if pair is not None:
+        logs = "\n".join(
+            f"--- {agent.side}\n{agent.log_path.read_text()[-3000:]}"
+            for agent in pair.agents.values()
+            if agent.log_path.exists()
+        )
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory) -> dict[str, Identity]:
+    return {side: Identity.generate(DIFFICULTY, progress=False) for side in ("a", "b")}
+
+
+@pytest.fixture
+def pair(tmp_path, identities):
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create network namespaces")
+    suffix = f"{os.getpid()}-{secrets.token_hex(3)}"
+    namespaces = {side: f"nsdp-{suffix}-{side}" for side in ("a", "b")}
+    veth = {side: f"nsdp{secrets.token_hex(3)}{side}" for side in ("a", "b")}
+    created: list[str] = []
+    result = Pair(namespaces, identities, tmp_path / "network.toml", tmp_path)
+    try:
+        for side in ("a", "b"):
+            run("ip", "netns", "add", namespaces[side])
+            created.append(namespaces[side])
+            identities[side].save(tmp_path / f"{side}.key")
+        run("ip", "link", "add", veth["a"], "type", "veth", "peer", "name", veth["b"])
+        for side in ("a", "b"):
+            run("ip", "link", "set", veth[side], "netns", namespaces[side])
+            result.exec(side, "ip", "addr", "add", f"{UNDERLAY[side]}/24", "dev", veth[side])
+            result.exec(side, "ip", "link", "set", veth[side], "up")
+            result.exec(side, "ip", "link", "set", "lo", "up")
+        result.write_network()
+        yield result
+    finally:
+        for side in list(result.agents):
+            result.stop(side)
+        for namespace in created:
+            run("ip", "netns", "delete", namespace, check=False)
+        # Only left behind when moving it into a namespace failed.
+        run("ip", "link", "delete", veth["a"], check=False)

@@ -1,0 +1,159 @@
+"""Two data plane agents in network namespaces: ping, TCP, policy, anti-spoofing and restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import LISTEN_PORT, OVERLAY, UNDERLAY, wait_for
+
+pytestmark = pytest.mark.root
+
+ICMP_ONLY = """
+[[policy]]
+source_groups = ["ALL"]
+destination_groups = ["ALL"]
+
+[[policy.rules]]
+protocol = "icmp"
+"""
+
+ECHO_PORT = 5000
+ECHO_SERVER = f"""
+import socket
+server = socket.create_server(("0.0.0.0", {ECHO_PORT}))
+server.settimeout(30)
+print("listening", flush=True)
+while True:
+    connection, _ = server.accept()
+    with connection:
+        while data := connection.recv(65536):
+            connection.sendall(data)
+"""
+ECHO_CLIENT = f"""
+import os, socket, sys
+payload = os.urandom(200_000)
+with socket.create_connection(("{OVERLAY["b"]}", {ECHO_PORT}), timeout=5) as connection:
+    connection.sendall(payload)
+    connection.shutdown(socket.SHUT_WR)
+    received = b""
+    while len(received) < len(payload) and (data := connection.recv(65536)):
+        received += data
+sys.exit(0 if received == payload else 1)
+"""
+FORGE_PEER = Path(__file__).with_name("forge_peer.py")
+
+
+@pytest.fixture
+def echo_server(pair):
+    process = pair.popen("b", sys.executable, "-c", ECHO_SERVER, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "listening"
+    yield process
+    process.kill()
+    process.wait(timeout=10)
+
+
+def ping(pair, side: str, address: str, count: int = 3) -> subprocess.CompletedProcess:
+    return pair.exec(side, "ping", "-c", str(count), "-i", "0.2", "-W", "2", address, check=False)
+
+
+def echo_roundtrip(pair) -> subprocess.CompletedProcess:
+    return pair.exec("a", sys.executable, "-c", ECHO_CLIENT, check=False, timeout=30)
+
+
+def test_ping_over_overlay(pair):
+    pair.start("a")
+    pair.start("b")
+    pair.wait_connected("a", "b")
+
+    result = ping(pair, "a", OVERLAY["b"])
+
+    assert result.returncode == 0, result.stdout
+    assert pair.agents["a"].peer()["path"] == "direct"
+    assert pair.agents["b"].peer()["path"] == "direct"
+
+
+def test_tcp_echo_over_overlay(pair, echo_server):
+    pair.start("a")
+    pair.start("b")
+    pair.wait_connected("a", "b")
+
+    result = echo_roundtrip(pair)
+
+    assert result.returncode == 0, result.stderr
+    wait_for(
+        lambda: pair.agents["a"].peer().get("bytes_out", 0) >= 200_000,
+        "status to count the echoed bytes",
+        pair,
+    )
+
+
+def test_policy_deny_then_allow_on_reload(pair, echo_server):
+    pair.write_network(ICMP_ONLY)
+    pair.start("a")
+    pair.start("b")
+    pair.wait_connected("a", "b")
+    handshake = pair.agents["a"].peer()["last_handshake"]
+
+    denied = echo_roundtrip(pair)
+    pinged = ping(pair, "a", OVERLAY["b"])
+
+    assert denied.returncode != 0
+    assert pinged.returncode == 0, pinged.stdout
+    assert pair.agents["a"].status()["drops"].get("egress-policy", 0) > 0
+
+    pair.write_network()
+    pair.reload("a")
+    pair.reload("b")
+    wait_for(lambda: echo_roundtrip(pair).returncode == 0, "TCP allowed after reload", pair)
+
+    assert pair.agents["a"].peer()["last_handshake"] == handshake
+
+
+def test_forged_source_dropped(pair):
+    # Only agent b runs; the forging program authenticates as a and forges its source address.
+    agent = pair.start("b")
+    wait_for(lambda: agent.status().get("listen_port") == LISTEN_PORT, "agent b started", pair)
+
+    result = pair.exec(
+        "a",
+        sys.executable,
+        str(FORGE_PEER),
+        str(pair.workdir / "a.key"),
+        pair.identities["b"].pk,
+        UNDERLAY["b"],
+        str(LISTEN_PORT),
+        "10.9.0.77",
+        OVERLAY["b"],
+        "5",
+        check=False,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    wait_for(
+        lambda: agent.peer().get("drops", {}).get("spoofed-source", 0) == 5,
+        "five packets counted as spoofed",
+        pair,
+    )
+    assert agent.peer()["packets_in"] == 0
+
+
+def test_peers_reconnect_after_restart(pair):
+    pair.start("a")
+    pair.start("b")
+    pair.wait_connected("a", "b")
+    assert ping(pair, "a", OVERLAY["b"]).returncode == 0
+
+    for side in ("b", "a"):
+        pair.stop(side)
+        pair.start(side)
+        pair.wait_connected("a", "b")
+        wait_for(
+            lambda: ping(pair, "a", OVERLAY["b"], count=1).returncode == 0,
+            f"ping after restarting {side}",
+            pair,
+        )
