@@ -43,6 +43,7 @@ from netsody_superpeer.relay import Relay, TokenBucket, Tunnel
 logger = logging.getLogger(__name__)
 
 CONNECT_REQUESTS_PER_SECOND = 20.0
+CONNECT_REQUEST_BURST = 40.0
 # Unsent signaling output beyond this closes the session: the agent does not read its stream.
 MAX_PENDING_OUTPUT = 256 * 1024
 
@@ -92,7 +93,7 @@ class SignalSession:
         self.closed = False
         self._challenge = secrets.token_bytes(CHALLENGE_SIZE)
         self._reader = MessageReader()
-        self._requests = TokenBucket(CONNECT_REQUESTS_PER_SECOND, now)
+        self._requests = TokenBucket(CONNECT_REQUESTS_PER_SECOND, now, CONNECT_REQUEST_BURST)
 
     @property
     def node(self) -> str:

@@ -40,19 +40,23 @@ _BURST_SECONDS = 0.25
 
 
 class TokenBucket:
-    """A rate limit of `rate` units per second with `rate * 0.25` units of burst."""
+    """A rate limit of `rate` units per second with `burst` units (default a quarter second)."""
 
     __slots__ = ("capacity", "rate", "stamp", "tokens")
 
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(rate * _BURST_SECONDS, 1.0)
+        self.capacity = burst if burst is not None else max(rate * _BURST_SECONDS, 1.0)
         self.tokens = self.capacity
         self.stamp = now
 
     def take(self, amount: float, now: float) -> bool:
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        self.stamp = now
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.stamp = now
+        else:
+            elapsed = 0.0
+        tokens = self.tokens + elapsed * self.rate
         if tokens > self.capacity:
             tokens = self.capacity
         if tokens < amount:
