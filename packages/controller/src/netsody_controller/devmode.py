@@ -2,8 +2,8 @@
 
 No Docker and no configuration: everything lives in a state directory (SQLite database,
 controller secret, the provider's signing keys and users). Redis is not used, so notifications
-stay in the process and Celery tasks run eagerly. The provider binds 127.0.0.1 and signs in
-anyone as anyone, which is why this mode is for development only.
+stay in the process and Celery tasks run eagerly. The provider binds 127.0.0.1 by default and
+signs in anyone as anyone, which is why this mode is for development only.
 """
 
 import argparse
@@ -36,10 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the controller with SQLite, no Redis and a development-only OpenID "
         "provider on 127.0.0.1. For development only.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="controller bind address")
-    parser.add_argument("--port", type=int, default=8080, help="controller TCP port")
     parser.add_argument(
-        "--idp-port", type=int, default=9001, help="TCP port of the OpenID provider on 127.0.0.1"
+        "--host", default="127.0.0.1", help="controller bind address (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="controller TCP port (default 8080)")
+    parser.add_argument(
+        "--idp-host",
+        default=IDP_HOST,
+        help="bind address of the OpenID provider (default 127.0.0.1); another address lets "
+        "devices in network namespaces sign in, and exposes a provider that signs in anyone",
+    )
+    parser.add_argument(
+        "--idp-port", type=int, default=9001, help="TCP port of the OpenID provider (default 9001)"
     )
     parser.add_argument(
         "--state-dir",
@@ -129,7 +137,16 @@ def _serve(host: str, port: int) -> None:
     import uvicorn
 
     # log_config=None keeps the logging configuration that Django's settings installed.
-    uvicorn.run(ASGI_APPLICATION, host=host, port=port, log_config=None, lifespan="off")
+    # One process only: without Redis, configuration changes reach waiting agents in-process.
+    uvicorn.run(
+        ASGI_APPLICATION,
+        host=host,
+        port=port,
+        workers=1,
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _print_summary(controller_url: str, idp: RunningDevIdp, super_peers: Sequence[str]) -> None:
@@ -155,14 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         idp = start_dev_idp(
             state_dir / "idp",
-            host=IDP_HOST,
+            host=args.idp_host,
             port=args.idp_port,
             settings=settings,
             banner_stream=sys.stderr,
         )
     except OSError as error:
         print(
-            f"Cannot start the development OpenID provider on {IDP_HOST}:{args.idp_port}: "
+            f"Cannot start the development OpenID provider on {args.idp_host}:{args.idp_port}: "
             f"{error}; choose another port with --idp-port",
             file=sys.stderr,
         )

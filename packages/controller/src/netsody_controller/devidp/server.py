@@ -5,6 +5,7 @@ import logging
 import socket
 import socketserver
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,10 +149,9 @@ def warn_development_only(issuer: str, host: str, stream: TextIO | None = None) 
         lines.append(f"WARNING: bound to {host}, which is not a loopback address.")
     print("!" * width, file=stream)
     for line in lines:
-        while line:
-            print(f"!! {line[: width - 6]:<{width - 6}} !!", file=stream)
-            line = line[width - 6 :]
-    print("!" * width, file=stream)
+        for part in textwrap.wrap(line, width - 6, break_on_hyphens=False):
+            print(f"!! {part:<{width - 6}} !!", file=stream)
+    print("!" * width, file=stream, flush=True)
 
 
 def serve_forever(idp: DevIdp, server: _ThreadingWSGIServer, host: str) -> None:

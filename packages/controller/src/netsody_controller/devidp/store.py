@@ -81,7 +81,9 @@ class SigningKeys:
         new_key = generate_key(algorithm or self.algorithm)
         with self._lock:
             self._keys = [*self._keys, new_key][-PUBLISHED_KEY_COUNT:]
-            _write_private_json(self._path, {"keys": [key.as_dict() for key in self._keys]})
+            _write_private_json(
+                self._path, {"keys": [key.as_dict(private=True) for key in self._keys]}
+            )
         logger.info("Generated signing key", extra={"kid": new_key.kid})
         return new_key
 
