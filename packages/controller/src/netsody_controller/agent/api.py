@@ -6,7 +6,7 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from netsody_controller.agent import services
@@ -108,4 +108,4 @@ async def _wait_for_change(device_id: object, revision: int, wait: float) -> Non
 )
 def status(request: HttpRequest, body: StatusIn) -> object:
     services.record_status(request.auth, body)
-    return 204, None
+    return Status(204, None)

@@ -117,7 +117,7 @@ def pair(user: User, body: PairIn) -> Device:
 @transaction.atomic
 def join(body: JoinIn) -> tuple[Device, uuid.UUID]:
     """Add a device to the join key's network, using one of the key's uses."""
-    key = keys.find_usable_key(body.join_key)
+    key = keys.find_live_key(body.join_key)
     verify_proof(body, JOIN_PREFIX)
     device, created = Device.objects.get_or_create(
         pk_hex=body.pk,

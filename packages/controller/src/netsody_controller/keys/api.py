@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from netsody_controller.keys import services
 from netsody_controller.keys.models import JoinKey
@@ -40,7 +40,7 @@ def create_join_key(request: HttpRequest, network_id: uuid.UUID, body: JoinKeyIn
         max_uses=body.max_uses,
     )
     key.secret = secret
-    return 201, key
+    return Status(201, key)
 
 
 @router.delete(
@@ -51,4 +51,4 @@ def create_join_key(request: HttpRequest, network_id: uuid.UUID, body: JoinKeyIn
 def revoke_join_key(request: HttpRequest, network_id: uuid.UUID, key_id: uuid.UUID) -> object:
     membership_for(request.auth, network_id, Action.MANAGE_KEYS)
     services.revoke_join_key(network_id, key_id)
-    return 204, None
+    return Status(204, None)

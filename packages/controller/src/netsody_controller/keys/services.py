@@ -73,13 +73,14 @@ def revoke_join_key(network_id: uuid.UUID, key_id: uuid.UUID) -> JoinKey:
     return key
 
 
-def _usable() -> Q:
-    now = timezone.now()
-    return (
-        Q(revoked_at__isnull=True)
-        & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        & (Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
+def _live() -> Q:
+    return Q(revoked_at__isnull=True) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
     )
+
+
+def _usable() -> Q:
+    return _live() & (Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
 
 
 def _rejected() -> UnauthenticatedError:
@@ -92,9 +93,10 @@ def _rejected() -> UnauthenticatedError:
     )
 
 
-def find_usable_key(secret: str) -> JoinKey:
-    """Return the usable join key with this secret, or raise UnauthenticatedError."""
-    key = JoinKey.objects.filter(_usable(), secret_hash=hash_secret(secret)).first()
+def find_live_key(secret: str) -> JoinKey:
+    """Return the join key with this secret unless revoked or expired (it may be used up, which
+    `consume_use` checks), or raise UnauthenticatedError."""
+    key = JoinKey.objects.filter(_live(), secret_hash=hash_secret(secret)).first()
     if key is None:
         raise _rejected()
     return key

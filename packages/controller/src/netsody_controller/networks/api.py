@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from netsody_controller.networks import documents, services
 from netsody_controller.networks.models import Membership, Network
@@ -50,7 +50,7 @@ def list_networks(request: HttpRequest) -> object:
 @router.post("", response={201: NetworkOut, **USER_ERRORS}, summary="Create a network")
 def create_network(request: HttpRequest, body: NetworkIn) -> object:
     membership = services.create_network(request.auth, name=body.name, subnet=body.subnet)
-    return 201, network_out(membership)
+    return Status(201, network_out(membership))
 
 
 @router.post(
@@ -65,7 +65,7 @@ def import_network(request: HttpRequest, body: DocumentIn) -> object:
         request.auth, name=document.name or "imported", subnet=str(document.network)
     )
     network = documents.import_document(membership.network, body.document)
-    return 201, network_out(membership, network)
+    return Status(201, network_out(membership, network))
 
 
 @router.get("/{network_id}", response={200: NetworkOut, **USER_ERRORS}, summary="One network")
@@ -85,7 +85,7 @@ def delete_network(request: HttpRequest, network_id: uuid.UUID) -> object:
     services.delete_network(
         services.membership_for(request.auth, network_id, Action.DELETE_NETWORK)
     )
-    return 204, None
+    return Status(204, None)
 
 
 @router.get(
@@ -127,7 +127,7 @@ def add_member(request: HttpRequest, network_id: uuid.UUID, body: MemberIn) -> o
     membership = services.add_member(
         actor, email=body.email, role=body.role, default_groups=body.default_groups
     )
-    return 201, membership
+    return Status(201, membership)
 
 
 @router.patch(
@@ -151,7 +151,7 @@ def update_member(
 def remove_member(request: HttpRequest, network_id: uuid.UUID, user_id: uuid.UUID) -> object:
     actor = services.membership_for(request.auth, network_id, Action.READ)
     services.remove_member(actor, services.member(network_id, user_id))
-    return 204, None
+    return Status(204, None)
 
 
 @router.post(
@@ -191,7 +191,7 @@ def list_invitations(request: HttpRequest, network_id: uuid.UUID) -> object:
 )
 def create_invitation(request: HttpRequest, network_id: uuid.UUID, body: InvitationIn) -> object:
     actor = services.membership_for(request.auth, network_id, Action.READ)
-    return 201, services.create_invitation(actor, email=body.email, role=body.role)
+    return Status(201, services.create_invitation(actor, email=body.email, role=body.role))
 
 
 @router.delete(
@@ -204,4 +204,4 @@ def revoke_invitation(
 ) -> object:
     actor = services.membership_for(request.auth, network_id, Action.READ)
     services.revoke_invitation(actor, invitation_id)
-    return 204, None
+    return Status(204, None)

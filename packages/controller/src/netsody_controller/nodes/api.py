@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from netsody_controller.errors import NotFoundError
 from netsody_controller.networks.services import membership_for
@@ -41,7 +41,7 @@ def delete_device(request: HttpRequest, device_id: uuid.UUID) -> object:
     if device is None:
         raise NotFoundError(f"Device {device_id} is not one of your paired devices")
     services.delete_device(device)
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/{network_id}/nodes", response={200: list[NodeOut], **USER_ERRORS}, summary="Nodes")
@@ -61,7 +61,7 @@ def add_node(request: HttpRequest, network_id: uuid.UUID, body: NodeIn) -> objec
     node = services.add_user_device(
         membership, body.device_id, hostname=body.hostname, groups=body.groups
     )
-    return 201, node_out(node)
+    return Status(201, node_out(node))
 
 
 @router.get(
@@ -93,4 +93,4 @@ def update_node(
 def remove_node(request: HttpRequest, network_id: uuid.UUID, node_id: uuid.UUID) -> object:
     membership_for(request.auth, network_id, Action.EDIT_NODES)
     services.remove_node(services.get_node(network_id, node_id))
-    return 204, None
+    return Status(204, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from netsody_controller.networks.services import membership_for
 from netsody_controller.permissions import Action
@@ -48,7 +48,7 @@ def list_policies(request: HttpRequest, network_id: uuid.UUID) -> object:
 )
 def create_policy(request: HttpRequest, network_id: uuid.UUID, body: PolicyIn) -> object:
     membership_for(request.auth, network_id, Action.EDIT_POLICIES)
-    return 201, services.create_policy(network_id, body.model_dump(mode="json"))
+    return Status(201, services.create_policy(network_id, body.model_dump(mode="json")))
 
 
 @router.get(
@@ -82,7 +82,7 @@ def update_policy(
 def delete_policy(request: HttpRequest, network_id: uuid.UUID, policy_id: uuid.UUID) -> object:
     membership_for(request.auth, network_id, Action.EDIT_POLICIES)
     services.delete_policy(services.get_policy(network_id, policy_id))
-    return 204, None
+    return Status(204, None)
 
 
 @router.get(
@@ -102,7 +102,9 @@ def list_resources(request: HttpRequest, network_id: uuid.UUID) -> object:
 )
 def create_resource(request: HttpRequest, network_id: uuid.UUID, body: ResourceIn) -> object:
     membership_for(request.auth, network_id, Action.EDIT_RESOURCES)
-    return 201, resource_out(services.create_resource(network_id, body.model_dump(mode="json")))
+    return Status(
+        201, resource_out(services.create_resource(network_id, body.model_dump(mode="json")))
+    )
 
 
 @router.get(
@@ -137,4 +139,4 @@ def update_resource(
 def delete_resource(request: HttpRequest, network_id: uuid.UUID, resource_id: uuid.UUID) -> object:
     membership_for(request.auth, network_id, Action.EDIT_RESOURCES)
     services.delete_resource(services.get_resource(network_id, resource_id))
-    return 204, None
+    return Status(204, None)
