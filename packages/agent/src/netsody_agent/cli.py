@@ -218,7 +218,10 @@ def cmd_login(args: argparse.Namespace) -> int:
             http, endpoints, settings["auth_client_id"], authorization
         )
     result = client.call("login.pair", {"access_token": token["access_token"]})
-    print(f"Paired this device ({result['pk'][:16]}...) with {settings['controller']}")
+    print(
+        f"Paired this device ({result['pk'][:16]}...) with {settings['controller']}; "
+        f"device id {result.get('device_id', 'unknown')}"
+    )
     return EXIT_OK
 
 

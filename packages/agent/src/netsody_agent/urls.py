@@ -1,6 +1,6 @@
 """URL helpers: redaction of credentials and the controller's API base."""
 
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 
 def redact_url(url: str) -> str:
@@ -20,7 +20,10 @@ def redact_url(url: str) -> str:
 
 
 def split_basic_auth(url: str) -> tuple[str, tuple[str, str] | None]:
-    """Split `https://user:pass@host/path` into the URL without user info and (user, pass)."""
+    """Split `https://user:pass@host/path` into the URL without user info and (user, pass).
+
+    User and password are percent-decoded, so `%3A` in a password stands for `:`.
+    """
     parts = urlsplit(url)
     if parts.username is None:
         return url, None
@@ -28,7 +31,7 @@ def split_basic_auth(url: str) -> tuple[str, tuple[str, str] | None]:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     bare = urlunsplit(SplitResult(parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return bare, (parts.username, parts.password or "")
+    return bare, (unquote(parts.username), unquote(parts.password or ""))
 
 
 def controller_api_base(controller_url: str) -> str:
