@@ -58,10 +58,11 @@ SOCKET_BATCH = 64
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_PENDING_HANDSHAKES = 64
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+DIAL_RETRY_SECONDS = 1.0
 DIAL_GRACE_SECONDS = 3.0
 REDIAL_MIN_SECONDS = 1.0
 REDIAL_MAX_SECONDS = 30.0
-HOUSEKEEPING_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 0.25
 # A connection without an authentic packet for this long loses a duplicate-connection tie-break.
 STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
 PATH_DIRECT = "direct"
@@ -610,9 +611,11 @@ class DataPlane:
         self._service(link, now)
 
     def _schedule_redial(self, pk: str, now: float) -> None:
-        _next, delay = self._dial_state.get(pk, (0.0, REDIAL_MIN_SECONDS / 2))
-        delay = min(delay * 2, REDIAL_MAX_SECONDS)
-        self._dial_state[pk] = (now + delay, delay)
+        _next, delay = self._dial_state.get(pk, (0.0, 0.0))
+        self._dial_state[pk] = (
+            now + delay,
+            min(max(delay * 2, REDIAL_MIN_SECONDS), REDIAL_MAX_SECONDS),
+        )
 
     # Housekeeping
 
@@ -626,7 +629,10 @@ class DataPlane:
 
     def _housekeep(self, now: float) -> None:
         for link in list(self._pending):
-            if now - link.created > HANDSHAKE_TIMEOUT_SECONDS:
+            # A dialer retries with a fresh connection soon: its first Initial may have reached
+            # a peer that was not listening yet, and aioquic's retransmissions back off fast.
+            limit = DIAL_RETRY_SECONDS if link.is_dialer else HANDSHAKE_TIMEOUT_SECONDS
+            if now - link.created > limit:
                 self._close_link(link, "handshake timed out")
                 link.state = STATE_CLOSED
                 self._on_link_closed(link)

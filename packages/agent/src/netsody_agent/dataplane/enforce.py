@@ -7,10 +7,10 @@
   device, or why it is dropped.
 
 Policies are stateless allow rules of the initiating side, so replies are admitted through a flow
-table: an allowed packet records the reverse 5-tuple, and a packet matching a recorded reverse
-tuple passes without a policy decision (anti-spoofing still applies). Policy decisions are cached
-per (direction, source, destination, protocol, port, peer); a new `Enforcer` starts with empty
-caches, so a policy change takes effect on the next packet.
+table: an allowed packet records its 5-tuple and the reverse one, and a packet matching a
+recorded tuple passes without a policy decision (anti-spoofing still applies). Policy decisions
+are cached per (direction, source, destination, protocol, port, peer); a new `Enforcer` starts
+with empty caches, so a policy change takes effect on the next packet.
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ class Enforcer:
             if len(self._flows) >= MAX_FLOWS:
                 return
         protocol, src, src_port, dst, dst_port = key
+        # Both directions: later packets of the flow skip the policy decision as well.
+        self._flows[key] = self.now
         self._flows[(protocol, dst, dst_port, src, src_port)] = self.now
 
     def expire_flows(self, now: float) -> int:
