@@ -86,8 +86,8 @@ def controller_urls(host: str, port: int) -> list[str]:
 def dev_environment(state_dir: Path, *, host: str, port: int, idp_url: str) -> dict[str, str]:
     """Return the controller's environment for development mode.
 
-    `state_dir` must be absolute. The values replace any set in the shell, so a production
-    DATABASE_URL or REDIS_URL can never leak into a development run.
+    `state_dir` must be absolute. `main` writes these values over the shell's, so a production
+    DATABASE_URL or REDIS_URL set in the shell is not used.
     """
     discovery_url = f"{idp_url}/.well-known/openid-configuration"
     controller_url = controller_urls(host, port)[0]

@@ -1,5 +1,6 @@
 """Helpers to run the development provider and dev mode as real processes on loopback."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -7,11 +8,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 READY_TIMEOUT_SECONDS = 120.0
+# Low proof-of-work difficulty, so identities generate at once in tests.
+POW_DIFFICULTY = 8
 
 
 def free_port() -> int:
@@ -86,4 +90,27 @@ def run_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 
     yield start
     for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def dev_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One `netsody-controller dev` process shared by this module's tests."""
+    state_dir = tmp_path_factory.mktemp("dev")
+    port, idp_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "netsody_controller.cli", "dev", "--port", str(port)]
+    argv += ["--idp-port", str(idp_port), "--state-dir", str(state_dir)]
+    argv += ["--super-peer", "https://127.0.0.1:8443/"]
+    env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(POW_DIFFICULTY)}
+    process = Process(argv, state_dir / "dev.log", env)
+    try:
+        process.wait_for_url(f"http://127.0.0.1:{port}/healthz")
+        yield {
+            "process": process,
+            "api": f"http://127.0.0.1:{port}/api",
+            "idp": f"http://127.0.0.1:{idp_port}",
+            "state_dir": state_dir,
+            "pow_difficulty": POW_DIFFICULTY,
+        }
+    finally:
         process.stop()

@@ -1,10 +1,7 @@
 """`netsody-controller dev` end to end: device login, pairing, and token audiences."""
 
 import base64
-import os
 import re
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,35 +13,6 @@ from netsody_controller.devidp.browser import approve_device_code
 pytestmark = pytest.mark.timeout(300)
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-POW_DIFFICULTY = 8
-
-
-@pytest.fixture
-def dev_controller(
-    tmp_path: Path, run_process: Callable, free_port_factory: Callable[[], int]
-) -> dict[str, Any]:
-    port, idp_port = free_port_factory(), free_port_factory()
-    env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(POW_DIFFICULTY)}
-    process = run_process(
-        "netsody_controller.cli",
-        "dev",
-        "--port",
-        str(port),
-        "--idp-port",
-        str(idp_port),
-        "--state-dir",
-        str(tmp_path / "dev"),
-        "--super-peer",
-        "https://127.0.0.1:8443/",
-        env=env,
-    )
-    process.wait_for_url(f"http://127.0.0.1:{port}/healthz")
-    return {
-        "process": process,
-        "api": f"http://127.0.0.1:{port}/api",
-        "idp": f"http://127.0.0.1:{idp_port}",
-        "state_dir": tmp_path / "dev",
-    }
 
 
 def _device_login(idp: str, email: str, *, email_verified: bool = True) -> str:
@@ -99,7 +67,7 @@ def test_dev_mode_prints_login_command(dev_controller: dict[str, Any]) -> None:
 def test_device_login_pairs_device(dev_controller: dict[str, Any]) -> None:
     api = dev_controller["api"]
     token = _device_login(dev_controller["idp"], "ada@example.com")
-    identity = Identity.generate(POW_DIFFICULTY, progress=False)
+    identity = Identity.generate(dev_controller["pow_difficulty"], progress=False)
 
     with httpx.Client(timeout=30) as http:
         body = _pair_body(http, api, identity)
@@ -122,7 +90,7 @@ def test_device_login_pairs_device(dev_controller: dict[str, Any]) -> None:
 def test_unverified_email_cannot_pair(dev_controller: dict[str, Any]) -> None:
     api = dev_controller["api"]
     token = _device_login(dev_controller["idp"], "eve@example.com", email_verified=False)
-    identity = Identity.generate(POW_DIFFICULTY, progress=False)
+    identity = Identity.generate(dev_controller["pow_difficulty"], progress=False)
 
     with httpx.Client(timeout=30) as http:
         response = http.post(

@@ -174,3 +174,42 @@ def test_pages_carry_dev_only_banner(dev_idp: RunningDevIdp, http: httpx.Client)
     for path in ("/", "/device"):
         page = http.get(f"{dev_idp.base_url}{path}")
         assert "DEVELOPMENT ONLY" in page.text, path
+
+
+def test_logout_redirects_to_registered_origin(dev_idp: RunningDevIdp, http: httpx.Client) -> None:
+    target = "http://127.0.0.1:8080/"
+
+    response = http.get(
+        f"{dev_idp.base_url}/logout",
+        params={"post_logout_redirect_uri": target, "state": "s1"},
+    )
+
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{target}?state=s1"
+
+
+def test_logout_ignores_foreign_redirect(dev_idp: RunningDevIdp, http: httpx.Client) -> None:
+    response = http.get(
+        f"{dev_idp.base_url}/logout",
+        params={"post_logout_redirect_uri": "http://127.0.0.1:9999/"},
+    )
+
+    assert response.status_code == 200
+    assert "location" not in response.headers
+    assert "signed out" in response.text
+
+
+def test_preflight_allows_bearer_header(dev_idp: RunningDevIdp, http: httpx.Client) -> None:
+    response = http.request(
+        "OPTIONS",
+        f"{dev_idp.base_url}/userinfo",
+        headers={
+            "Origin": "http://127.0.0.1:8080",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "Authorization" in response.headers["access-control-allow-headers"]

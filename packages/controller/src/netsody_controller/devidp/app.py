@@ -39,7 +39,9 @@ class Request:
         content_type = environ.get("CONTENT_TYPE", "")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         if length > MAX_BODY_BYTES:
-            raise OAuthError("invalid_request", f"Request body over {MAX_BODY_BYTES} bytes")
+            raise OAuthError(
+                "invalid_request", f"Request body is larger than {MAX_BODY_BYTES} bytes"
+            )
         if length and content_type.startswith("application/x-www-form-urlencoded"):
             body = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
             self.form = dict(parse_qsl(body, keep_blank_values=True))
@@ -110,6 +112,7 @@ class DevIdpApp:
             "/device_authorization": self._device_authorization,
             "/device": self._device,
             "/userinfo": self._userinfo,
+            "/logout": self._logout,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -168,6 +171,13 @@ class DevIdpApp:
         if token is None:
             raise OAuthError("invalid_token", "No bearer token", status=401)
         return Response.json(self.idp.verify_access_token(token).claims())
+
+    def _logout(self, request: Request) -> Response:
+        # The provider keeps no browser session, so signing out only redirects back.
+        target = self.idp.logout_redirect(request.query or request.form)
+        if target is None:
+            return Response.html(pages.page("Signed out", "<p>You are signed out.</p>"))
+        return Response.redirect(target)
 
     def _device(self, request: Request) -> Response:
         if request.method == "GET":

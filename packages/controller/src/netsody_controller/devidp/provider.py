@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
@@ -161,6 +162,11 @@ class RedirectError(Exception):
         self.description = description
 
 
+def _origin(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return parts.scheme, parts.netloc
+
+
 def normalize_user_code(text: str) -> str:
     """Upper-case `text` and drop everything but letters, so `bcdf-ghjk` matches `BCDFGHJK`."""
     return "".join(character for character in text.upper() if character.isalpha())
@@ -212,6 +218,7 @@ class DevIdp:
             "device_authorization_endpoint": f"{base}/device_authorization",
             "userinfo_endpoint": f"{base}/userinfo",
             "jwks_uri": f"{base}/jwks",
+            "end_session_endpoint": f"{base}/logout",
             "response_types_supported": ["code"],
             "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
             "subject_types_supported": ["public"],
@@ -481,7 +488,7 @@ class DevIdp:
             raise RedirectError(request, "unsupported_response_type", "Only response_type=code")
         if "authorization_code" not in client.grant_types:
             raise RedirectError(request, "unauthorized_client", "Client may not use this grant")
-        # SECURITY: public clients must use PKCE with S256 (RFC 9700 section 2.1.1); the plain
+        # SECURITY: public clients must use PKCE with S256 (RFC 9700 section 2.1.1). The plain
         # method would reveal the verifier to anyone who can read the request.
         if not request.code_challenge:
             raise RedirectError(request, "invalid_request", "code_challenge is required (PKCE)")
@@ -523,6 +530,24 @@ class DevIdp:
         if not hmac.compare_digest(expected, grant.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
         return self._token_response(grant.user, client.client_id, grant.scope, nonce=grant.nonce)
+
+    def logout_redirect(self, params: Mapping[str, str]) -> str | None:
+        """Return where to send the browser after sign-out, or None to show a page.
+
+        Only a `post_logout_redirect_uri` on the origin of a registered redirect URI is
+        followed, so the endpoint cannot be used as an open redirect.
+        """
+        target = params.get("post_logout_redirect_uri", "")
+        origins = {
+            _origin(uri) for client in self._clients.values() for uri in client.redirect_uris
+        }
+        if not target or _origin(target) not in origins:
+            return None
+        state = params.get("state")
+        if state is None:
+            return target
+        separator = "&" if "?" in target else "?"
+        return f"{target}{separator}{urlencode({'state': state})}"
 
     # Form tokens
 

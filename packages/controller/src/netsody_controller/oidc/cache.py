@@ -17,8 +17,8 @@ class TTLCache(Generic[K, V]):
 
     When the cache is full, `set` evicts the least recently used entry (a `get` hit counts as a
     use). Expired entries are dropped when they are read and before an eviction. All methods
-    take one lock, so the cache can be shared between threads; it is per process, so several
-    controller replicas each hold their own copy.
+    take one lock, so threads can share the cache. Each process has its own copy, so several
+    controller replicas do not share entries.
     """
 
     def __init__(
