@@ -264,13 +264,14 @@ class ControllerServer:
 @pytest.fixture(scope="session")
 def controller_server(
     django_setup: None, controller_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], ControllerServer]]:
+) -> Iterator[Callable[..., ControllerServer]]:
     """Return a function starting controller processes; all are stopped after the session."""
     servers: list[ControllerServer] = []
     logs = tmp_path_factory.mktemp("controller-logs")
 
-    def start() -> ControllerServer:
-        server = ControllerServer(controller_env, logs / f"server-{len(servers)}.log")
+    def start(workers: int = 1) -> ControllerServer:
+        log_path = logs / f"server-{len(servers)}.log"
+        server = ControllerServer(controller_env, log_path, workers=workers)
         servers.append(server)
         return server
 
@@ -288,6 +289,6 @@ class AgentTools:
     signed_proof: Callable[..., dict]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def agent_tools(django_setup: None) -> AgentTools:
     return AgentTools(client=ApiClient, new_identity=new_identity, signed_proof=signed_proof)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+
 from netsody_common.document import DocumentError, parse_document
 
 DOCUMENT = """
