@@ -36,6 +36,12 @@ PARSE_CASES = [
         id="run-options",
     ),
     pytest.param(["run"], {"state_dir": Path("/var/lib/netsody")}, id="run-default-state-dir"),
+    pytest.param(
+        ["run", "--peer-endpoint", "AB" * 32 + "=192.0.2.1:7000",
+         "--peer-endpoint", "cd" * 32 + "=[2001:db8::1]:7001"],
+        {"peer_endpoint": [("ab" * 32, "192.0.2.1", 7000), ("cd" * 32, "2001:db8::1", 7001)]},
+        id="run-peer-endpoints",
+    ),
     pytest.param(["status", "--json"], {"command": "status", "json": True}, id="status-json"),
     pytest.param(["status"], {"json": False}, id="status-text"),
     pytest.param(
@@ -80,6 +86,16 @@ ERROR_CASES = [
     pytest.param(["network", "add"], "required: URL", id="network-add-without-url"),
     pytest.param(["network", "rename", "x"], "invalid choice: 'rename'", id="network-bad-action"),
     pytest.param(["run", "--mtu", "big"], "invalid int value: 'big'", id="run-bad-mtu"),
+    pytest.param(
+        ["run", "--peer-endpoint", "abc=1.2.3.4:5"],
+        "'abc=1.2.3.4:5' is not PK=HOST:PORT",
+        id="run-bad-peer-endpoint",
+    ),
+    pytest.param(
+        ["run", "--peer-endpoint", "ab" * 32 + "=1.2.3.4:70000"],
+        "is not PK=HOST:PORT",
+        id="run-peer-endpoint-port-out-of-range",
+    ),
     pytest.param(["run", "--log-format", "xml"], "invalid choice: 'xml'", id="run-bad-log-format"),
 ]
 

@@ -44,6 +44,12 @@ class RecordingDataPlane:
         peers = self.applied[-1][0].peers if self.applied and self.applied[-1] else ()
         return {"peers": [{"pk": p.pk, "hostname": p.hostname, "path": "none"} for p in peers]}
 
+    def set_super_peers(self, super_peers: list[str]) -> None:
+        self.super_peers = super_peers
+
+    def set_peer_endpoints(self, pk: str, endpoints: list[tuple[str, int]]) -> None:
+        return None
+
     async def stop(self) -> None:
         self.running = False
 

@@ -88,12 +88,8 @@ class _Api:
         return _settings_view(self.daemon)
 
     def _super_peers_changed(self) -> None:
-        dataplane = self.daemon.dataplane
-        update = getattr(dataplane, "set_super_peers", None)
-        if update is not None:
-            update(list(self.daemon.settings.super_peers))
-        else:
-            logger.warning("the super peer list takes effect when the daemon restarts")
+        if self.daemon.dataplane is not None:
+            self.daemon.dataplane.set_super_peers(list(self.daemon.settings.super_peers))
 
     async def pair(self, params: dict[str, Any]) -> dict[str, Any]:
         token = _string(params, "access_token")

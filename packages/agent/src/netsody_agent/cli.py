@@ -109,6 +109,15 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         help="UDP port of the data plane (default: 0, any free port)",
     )
     run.add_argument(
+        "--peer-endpoint",
+        action="append",
+        default=[],
+        type=_peer_endpoint,
+        metavar="PK=HOST:PORT",
+        help="static UDP endpoint of a peer (its public key in hex), dialled directly without "
+        "asking a super peer; repeat for several",
+    )
+    run.add_argument(
         "--log-level", default=os.environ.get("NETSODY_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
         help="log level (default: $NETSODY_LOG_LEVEL or INFO)",
@@ -117,6 +126,16 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         "--log-format", default="text", choices=["text", "json"],
         help="log format on stderr: text or JSON lines (default: text)",
     )  # fmt: skip
+
+
+def _peer_endpoint(text: str) -> tuple[str, str, int]:
+    pk, _, endpoint = text.partition("=")
+    host, _, port = endpoint.rpartition(":")
+    if len(pk) != 64 or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PK=HOST:PORT (a 64-character hex key, a host and a UDP port)"
+        )
+    return pk.lower(), host.strip("[]"), int(port)
 
 
 def _add_network(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -184,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_host=host,
         dns_port=int(port),
         listen_port=args.listen_port,
+        peer_endpoints=tuple(args.peer_endpoint),
     )
     asyncio.run(Daemon(options).run())
     return EXIT_OK

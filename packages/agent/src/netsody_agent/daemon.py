@@ -56,6 +56,7 @@ class DaemonOptions:
     dns_host: str = DEFAULT_DNS_HOST
     dns_port: int = DNS_PORT
     listen_port: int = 0
+    peer_endpoints: tuple[tuple[str, str, int], ...] = ()
 
 
 def load_or_create_identity(state_dir: Path) -> Identity:
@@ -232,6 +233,8 @@ class Daemon:
                 listen_port=self.options.listen_port,
             )
             await self.dataplane.start()
+            for pk, host, port in self.options.peer_endpoints:
+                self.dataplane.set_peer_endpoints(pk, [(host, port)])
         except Exception as exc:
             self.dataplane = None
             self.dataplane_error = f"data plane failed to start: {exc}"

@@ -60,13 +60,14 @@ class AgentNamespace:
             check=check,
         )  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
+        """Start `netsody run` with `extra` options and wait for its local API."""
         env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(DIFFICULTY)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 ["ip", "netns", "exec", self.namespace, sys.executable, "-m", "netsody_agent.cli",
                  "run", "--state-dir", str(self.state_dir), "--dns-address", DNS_ADDRESS,
-                 "--log-level", "DEBUG"],
+                 "--log-level", "DEBUG", *extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         socket_path = self.state_dir / "netsody.sock"
@@ -93,23 +94,34 @@ class AgentNamespace:
         return self.exec("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
 
 
+def new_agent(directory: Path) -> AgentNamespace:
+    """Create a namespace (loopback up, IPv4 forwarding off) and an identity for one agent."""
+    namespace = f"nsd-daemon-{secrets.token_hex(3)}"
+    run("ip", "netns", "add", namespace)
+    state_dir = directory / "state"
+    state_dir.mkdir(parents=True)
+    identity = Identity.generate(DIFFICULTY, progress=False)
+    identity.save(state_dir / "identity.key")
+    agent = AgentNamespace(namespace, state_dir, directory / "agent.log", identity)
+    agent.exec("ip", "link", "set", "lo", "up")
+    agent.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+    return agent
+
+
+def remove_agent(agent: AgentNamespace) -> None:
+    """Kill the daemon if it still runs and delete the namespace."""
+    if agent.process is not None:
+        agent.process.kill()
+        agent.process.wait(timeout=WAIT_SECONDS)
+    run("ip", "netns", "delete", agent.namespace, check=False)
+
+
 @pytest.fixture
 def agent_ns(tmp_path: Path) -> Iterator[AgentNamespace]:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    namespace = f"nsd-daemon-{secrets.token_hex(3)}"
-    run("ip", "netns", "add", namespace)
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    identity = Identity.generate(DIFFICULTY, progress=False)
-    identity.save(state_dir / "identity.key")
-    agent = AgentNamespace(namespace, state_dir, tmp_path / "agent.log", identity)
+    agent = new_agent(tmp_path)
     try:
-        agent.exec("ip", "link", "set", "lo", "up")
-        agent.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
         yield agent
     finally:
-        if agent.process is not None:
-            agent.process.kill()
-            agent.process.wait(timeout=WAIT_SECONDS)
-        run("ip", "netns", "delete", namespace, check=False)
+        remove_agent(agent)
