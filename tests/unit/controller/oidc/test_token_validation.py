@@ -335,3 +335,19 @@ def test_discovery_issuer_mismatch_rejected(tmp_path: Path, make_provider: Provi
         provider = make_provider(discovery_url, "netsody-controller")
         with pytest.raises(ProviderConfigurationError, match="names issuer"):
             provider.metadata  # noqa: B018 - the property fetches the document
+
+
+def test_failed_discovery_not_refetched_at_once(make_provider: ProviderFactory) -> None:
+    requests: list[str] = []
+    client = httpx.Client(
+        timeout=5, event_hooks={"request": [lambda request: requests.append(str(request.url))]}
+    )
+    provider = make_provider(
+        "http://127.0.0.1:9/.well-known/openid-configuration", "x", http_client=client
+    )
+
+    for _ in range(3):
+        with pytest.raises(ProviderUnavailableError):
+            provider.metadata  # noqa: B018 - the property fetches the document
+
+    assert len(requests) == 1

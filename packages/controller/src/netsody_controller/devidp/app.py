@@ -34,7 +34,7 @@ class Request:
         self.method = environ["REQUEST_METHOD"].upper()
         self.path = environ.get("PATH_INFO", "/") or "/"
         self.query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-        self.authorization = environ.get("HTTP_AUTHORIZATION", "")
+        self.authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
         self.form: dict[str, str] = {}
         content_type = environ.get("CONTENT_TYPE", "")
         length = int(environ.get("CONTENT_LENGTH") or 0)

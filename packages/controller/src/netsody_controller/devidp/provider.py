@@ -332,7 +332,7 @@ class DevIdp:
     def verify_access_token(self, token: str) -> DevUser:
         """Return the user of an access token this provider issued, or raise `OAuthError`."""
         try:
-            keys = KeySet.import_key_set(self.keys.jwks())
+            keys = KeySet.import_key_set(self.keys.jwks())  # type: ignore[arg-type]
             claims = jwt.decode(token, keys, algorithms=list(SUPPORTED_ALGORITHMS)).claims
         except (JoseError, ValueError) as error:
             raise OAuthError(

@@ -33,7 +33,7 @@ def _write_private_json(path: Path, document: Any) -> None:
 
 def generate_key(algorithm: str) -> Any:
     """Generate a signing key for `algorithm` with a random key id."""
-    parameters = {"kid": secrets.token_urlsafe(12), "use": "sig", "alg": algorithm}
+    parameters: Any = {"kid": secrets.token_urlsafe(12), "use": "sig", "alg": algorithm}
     if algorithm == "RS256":
         return RSAKey.generate_key(2048, parameters=parameters)
     if algorithm == "ES256":
@@ -46,7 +46,7 @@ def generate_key(algorithm: str) -> Any:
 
 
 def _import_key(document: dict[str, Any]) -> Any:
-    key_class = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}[document["kty"]]
+    key_class: Any = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}[document["kty"]]
     return key_class.import_key(document)
 
 

@@ -58,6 +58,9 @@ MAX_TOKEN_LENGTH = 16 * 1024
 DEFAULT_JWKS_REFETCH_INTERVAL_SECONDS = 60.0
 DEFAULT_JWKS_MAX_AGE_SECONDS = 3600.0
 DEFAULT_DISCOVERY_MAX_AGE_SECONDS = 3600.0
+# After a failed discovery fetch with nothing cached, requests fail fast for this long instead of
+# each waiting for the provider's timeout.
+DISCOVERY_RETRY_DELAY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class OidcProvider:
         self._keys_lock = threading.Lock()
         self._metadata: ProviderMetadata | None = None
         self._metadata_loaded_at = 0.0
+        self._metadata_failure: tuple[float, OidcError] | None = None
         self._keys: dict[str, Any] = {}
         self._keys_loaded_at: float | None = None
         self._last_unknown_kid_refetch: float | None = None
@@ -158,17 +162,24 @@ class OidcProvider:
         """The discovery document, fetched on first use and refreshed after `discovery_max_age`.
 
         Raises `ProviderUnavailableError` or `ProviderConfigurationError` when no usable document
-        was ever loaded; a failed refresh keeps the previous document.
+        was ever loaded, and repeats that error without a fetch for
+        `DISCOVERY_RETRY_DELAY_SECONDS`. A failed refresh keeps the previous document.
         """
         with self._metadata_lock:
             now = time.monotonic()
             stale = now - self._metadata_loaded_at >= self.discovery_max_age
+            if self._metadata is None and self._metadata_failure is not None:
+                failed_at, error = self._metadata_failure
+                if now - failed_at < DISCOVERY_RETRY_DELAY_SECONDS:
+                    raise type(error)(error.detail) from error
             if self._metadata is None or stale:
                 try:
                     self._metadata = self._fetch_metadata()
                     self._metadata_loaded_at = now
-                except OidcError:
+                    self._metadata_failure = None
+                except OidcError as error:
                     if self._metadata is None:
+                        self._metadata_failure = (now, error)
                         raise
                     logger.warning(
                         "Refreshing the OpenID discovery document failed; keeping the cached one",
@@ -457,7 +468,7 @@ def _import_keys(document: Mapping[str, Any], jwks_uri: str) -> dict[str, Any]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
             continue
-        key_class = _KEY_CLASSES.get(str(entry.get("kty")))
+        key_class: Any = _KEY_CLASSES.get(str(entry.get("kty")))
         if key_class is None:
             continue
         try:
