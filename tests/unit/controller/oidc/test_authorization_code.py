@@ -213,3 +213,24 @@ def test_preflight_allows_bearer_header(dev_idp: RunningDevIdp, http: httpx.Clie
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == "*"
     assert "Authorization" in response.headers["access-control-allow-headers"]
+
+
+def test_prompt_none_requires_login(dev_idp: RunningDevIdp, http: httpx.Client) -> None:
+    _, challenge = _pkce_pair()
+
+    response = http.get(
+        f"{dev_idp.base_url}/authorize", params=_authorize_params(challenge, prompt="none")
+    )
+
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["error"] == ["login_required"]
+
+
+def test_login_hint_prefills_email(dev_idp: RunningDevIdp, http: httpx.Client) -> None:
+    _, challenge = _pkce_pair()
+    params = _authorize_params(challenge, login_hint="ada@example.com")
+
+    page = http.get(f"{dev_idp.base_url}/authorize", params=params)
+
+    assert 'name="email" value="ada@example.com"' in page.text

@@ -33,10 +33,11 @@ def _error_note(error: str | None) -> str:
     return f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
 
 
-def _identity_fields() -> str:
+def _identity_fields(email: str = "") -> str:
     return (
         '<label for="email">Email address to sign in as</label>'
-        '<input type="email" id="email" name="email" required autocomplete="email">'
+        f'<input type="email" id="email" name="email" value="{escape(email)}" required '
+        'autocomplete="email">'
         '<label for="name">Display name (optional)</label>'
         '<input type="text" id="name" name="name" autocomplete="name">'
         '<label><input type="checkbox" name="email_unverified" value="1"> '
@@ -82,7 +83,7 @@ def authorize_form(
         f"<p>Client <code>{escape(client_id)}</code> requests sign-in.</p>"
         '<form method="post" action="authorize">'
         f'<input type="hidden" name="form_token" value="{escape(form_token)}">'
-        f"{hidden}{_identity_fields()}</form>"
+        f"{hidden}{_identity_fields(params.get('login_hint', ''))}</form>"
     )
     return page("Sign in", body, status_note=_error_note(error))
 

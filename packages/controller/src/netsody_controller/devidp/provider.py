@@ -494,6 +494,10 @@ class DevIdp:
             raise RedirectError(request, "invalid_request", "code_challenge is required (PKCE)")
         if params.get("code_challenge_method") != "S256":
             raise RedirectError(request, "invalid_request", "code_challenge_method must be S256")
+        # OpenID Connect Core 1.0, section 3.1.2.1: the provider keeps no browser session, so a
+        # request that forbids showing the sign-in page cannot succeed.
+        if "none" in params.get("prompt", "").split():
+            raise RedirectError(request, "login_required", "No sign-in session exists")
         return request
 
     def issue_authorization_code(self, request: AuthorizationRequest, user: DevUser) -> str:

@@ -281,6 +281,9 @@ class OidcProvider:
         and the audience (see the module docstring). Raises a `TokenInvalidError` subclass for a
         token to reject, or `ProviderUnavailableError` / `ProviderConfigurationError` when the
         provider's keys cannot be loaded.
+
+        NOTE: an ID token issued to the audience's client passes the same checks, because
+        providers mark access tokens differently (`typ` "at+jwt", "JWT" or none).
         """
         header = _read_header(token)
         algorithm = header.get("alg")
