@@ -47,6 +47,17 @@ from netsody_agent.dataplane.link import (
 )
 from netsody_agent.dataplane.logs import RepeatLimiter
 from netsody_agent.dataplane.packet import PacketError, build_frag_needed, parse_ipv4, split_packets
+from netsody_agent.dataplane.paths import (
+    PATH_DIRECT,
+    PATH_NONE,
+    PATH_RANK,
+    PATH_RELAY_H3,
+    PATH_STALE_SECONDS,
+    RelayRoute,
+    SuperPeers,
+)
+from netsody_agent.dataplane.superpeer import SuperPeerSession
+from netsody_common import wire
 from netsody_common.identity import Identity, pow_difficulty_from_env
 
 __all__ = ["DataPlane", "DataPlaneError"]
@@ -65,8 +76,6 @@ REDIAL_MAX_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 0.25
 # A connection without an authentic packet for this long loses a duplicate-connection tie-break.
 STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
-PATH_DIRECT = "direct"
-PATH_NONE = "none"
 
 
 class DataPlaneError(OSError):
@@ -90,6 +99,7 @@ class DataPlane:
         listen_port: int = 0,
         listen_host: str = "0.0.0.0",  # noqa: S104 - peers reach the agent on every interface
         pow_difficulty: int | None = None,
+        super_peer_cafile: str | None = None,
     ) -> None:
         self.identity = identity
         self.tun = tun
@@ -113,6 +123,10 @@ class DataPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._errors = RepeatLimiter(logger)
+        self._super_peer_cafile = super_peer_cafile
+        self._relays = self._new_super_peers()
+        self._candidates: dict[str, list[tuple[str, int]]] = {}
+        self._relay_candidates: dict[str, set[tuple[str, int]]] = {}
         self._last_flow_expiry = 0.0
         self._last_keepalive = 0.0
 
@@ -139,6 +153,7 @@ class DataPlane:
         self._loop.add_reader(sock.fileno(), self._on_socket_readable)
         self._loop.add_reader(self.tun.fileno(), self._on_tun_readable)
         self._housekeeping = asyncio.create_task(self._run_housekeeping())
+        await self._relays.start(self.listen_port, {getattr(self.tun, "name", "")})
         logger.info(
             "data plane started on UDP port %d, node %s", self.listen_port, self.identity.pk
         )
@@ -151,6 +166,7 @@ class DataPlane:
         for link in [*self._links.values(), *self._pending]:
             link.close(handshake.ERROR_NONE, "agent stopping")
             self._flush(link, self._now())
+        self._relays.close(self._now())
         if self._loop is not None and self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._loop.remove_reader(self.tun.fileno())
@@ -193,8 +209,24 @@ class DataPlane:
         self._dial_missing(now)
 
     def set_super_peers(self, super_peers: list[str]) -> None:
-        """Replace the super peer URLs (used for discovery and relaying)."""
+        """Replace the super peer URLs; sessions reconnect in the background."""
         self.super_peers = list(super_peers)
+        self._relays.close(self._now())
+        self._relays = self._new_super_peers()
+        if self._loop is not None:
+            self._restart_task = asyncio.create_task(
+                self._relays.start(self.listen_port, {getattr(self.tun, "name", "")})
+            )
+
+    def _new_super_peers(self) -> SuperPeers:
+        return SuperPeers(
+            self.identity,
+            self.super_peers,
+            send=self._send_udp,
+            on_peer_candidates=self._on_peer_candidates,
+            on_relayed=self._on_relayed,
+            cafile=self._super_peer_cafile,
+        )
 
     def set_peer_endpoints(self, pk: str, endpoints: list[tuple[str, int]]) -> None:
         """Set the UDP addresses to dial `pk` at (direct candidates), replacing earlier ones."""
@@ -233,9 +265,7 @@ class DataPlane:
                     "drops": dict(link.stats.drops) if link else {},
                 }
             )
-        # TODO: signaling, hole punching and the MASQUE relay through super peers are not
-        # implemented yet, so every super peer reports "not connected".
-        super_peers = [{"url": url, "connected": False} for url in self.super_peers]
+        super_peers = self._relays.status()
         return {
             "listen_port": self.listen_port,
             "drops": dict(self.drops),
@@ -259,6 +289,7 @@ class DataPlane:
         for link, batch in outgoing.items():
             self._send_packets(link, batch)
             self._service(link, now)
+        self._relays.flush(now)
 
     def _route_outgoing(self, packet: bytes) -> PeerLink | None:
         try:
@@ -310,23 +341,39 @@ class DataPlane:
             self._queue_payload(link, payload)
 
     def _queue_payload(self, link: PeerLink, payload: bytes) -> None:
-        if link.state == STATE_UP and link.remote is not None and self._sock is not None:
-            try:
-                self._sock.sendto(link.seal_datagram(payload), link.remote)
-            except BlockingIOError:
-                link.stats.drop(enforce.DROP_QUEUE_FULL)
-            except OSError as error:
-                self._errors.log(
-                    logging.WARNING,
-                    f"send:{link.remote}",
-                    "sending to peer %s at %s failed: %s",
-                    link.peer_pk,
-                    link.remote,
-                    error,
-                )
+        if link.state == STATE_UP and link.remote is not None:
+            self._send_to(link.remote, link.seal_datagram(payload), link)
             return
         if not link.send_payload(payload):
             link.stats.drop(enforce.DROP_QUEUE_FULL)
+
+    def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:
+        """Send one UDP payload to a peer address or through a relay route."""
+        if type(remote) is RelayRoute:
+            if remote.session.send_relayed(data, remote.target):
+                self._relays.mark(remote.session)
+            elif link is not None:
+                link.stats.drop("relay-unavailable")
+            return
+        self._send_udp(data, remote, link)
+
+    def _send_udp(self, data: bytes, address: Any, link: PeerLink | None = None) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, address)
+        except BlockingIOError:
+            if link is not None:
+                link.stats.drop(enforce.DROP_QUEUE_FULL)
+        except OSError as error:
+            self._errors.log(
+                logging.WARNING,
+                f"send:{address}",
+                "sending to %s at %s failed: %s",
+                link.peer_pk if link is not None else "super peer",
+                address,
+                error,
+            )
 
     # Peer side
 
@@ -376,13 +423,29 @@ class DataPlane:
                 # ICMP port unreachable from a peer that went away surfaces here.
                 self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
                 break
+            session = self._relays.session_for(addr)
+            if session is not None:
+                self._relays.receive(session, data, now)
+                continue
             link = self._demultiplex(data, addr, now)
             if link is not None:
                 touched.add(link)
         for link in touched:
             self._service(link, now)
+        self._relays.flush(now)
 
-    def _demultiplex(self, data: bytes, addr: tuple[str, int], now: float) -> PeerLink | None:
+    def _on_relayed(
+        self, payload: bytes, source: tuple[str, int], session: SuperPeerSession
+    ) -> None:
+        """Handle a UDP payload that a peer sent to this agent's relay port."""
+        now = self._now()
+        link = self._demultiplex(payload, source, now, via=session)
+        if link is not None:
+            self._service(link, now)
+
+    def _demultiplex(
+        self, data: bytes, addr: tuple[str, int], now: float, via: SuperPeerSession | None = None
+    ) -> PeerLink | None:
         if not data:
             return None
         long_header = data[0] & 0x80
@@ -398,8 +461,7 @@ class DataPlane:
             payload = link.open_datagram(data)
             if payload is not None:
                 link.last_received = now
-                if link.remote != addr:
-                    self._set_path(link, addr, PATH_DIRECT)
+                self._note_path(link, addr, via, now, authentic=True)
                 if payload:
                     self._on_peer_payload(link, payload)
                 return None
@@ -411,9 +473,43 @@ class DataPlane:
             if link is None:
                 return None
         authentic = link.receive(data, now)
-        if link.remote != addr and (link.remote is None or authentic):
-            self._set_path(link, addr, PATH_DIRECT)
+        self._note_path(link, addr, via, now, authentic=authentic)
         return link
+
+    def _note_path(
+        self,
+        link: PeerLink,
+        addr: tuple[str, int],
+        via: SuperPeerSession | None,
+        now: float,
+        *,
+        authentic: bool,
+    ) -> None:
+        """Track where a peer's packets arrive from and move to a better or live path."""
+        remote: Any = addr if via is None else RelayRoute(via, addr)
+        if remote == link.remote:
+            if authentic:
+                link.remote_seen = now
+            return
+        kind = self._path_kind(link.peer_pk, addr, via)
+        if link.remote is None:
+            self._set_path(link, remote, kind)
+            return
+        if not authentic:
+            return
+        # SECURITY: only an authenticated packet may move the path, so a forged source address
+        # cannot redirect a peer's traffic.
+        better = PATH_RANK[kind] <= PATH_RANK[link.path]
+        if better or now - link.remote_seen > PATH_STALE_SECONDS:
+            self._set_path(link, remote, kind)
+            link.remote_seen = now
+
+    def _path_kind(
+        self, pk: str | None, addr: tuple[str, int], via: SuperPeerSession | None
+    ) -> str:
+        if via is not None or addr in self._relay_candidates.get(pk or "", ()):
+            return PATH_RELAY_H3
+        return PATH_DIRECT
 
     def _accept(self, data: bytes, addr: tuple[str, int]) -> PeerLink | None:
         try:
@@ -465,27 +561,22 @@ class DataPlane:
             return
         self._arm_timer(link)
 
-    def _flush(self, link: PeerLink, now: float) -> None:
+    def _flush(self, link: PeerLink, now: float, *, probe: bool = False) -> None:
         datagrams = link.datagrams(now)
-        if not datagrams or link.remote is None or self._sock is None:
+        if not datagrams or link.remote is None:
             return
-        sendto = self._sock.sendto
-        remote = link.remote
+        # While handshaking, and when probing for a better path, every candidate gets the
+        # packets; the first authenticated answer from a better path wins (`_note_path`).
+        targets = [link.remote]
+        if link.state != STATE_UP or probe:
+            targets += [
+                candidate
+                for candidate in self._endpoints_of(link.peer_pk or "")
+                if candidate != link.remote
+            ]
         for data in datagrams:
-            try:
-                sendto(data, remote)
-            except BlockingIOError:
-                link.stats.drop("socket-busy")
-            except OSError as error:
-                self._errors.log(
-                    logging.WARNING,
-                    f"send:{remote}",
-                    "sending to peer %s at %s failed: %s",
-                    link.peer_pk,
-                    remote,
-                    error,
-                )
-                return
+            for target in targets:
+                self._send_to(target, data, link)
 
     def _arm_timer(self, link: PeerLink) -> None:
         deadline = link.connection.get_timer()
@@ -503,6 +594,7 @@ class DataPlane:
         now = self._now()
         link.connection.handle_timer(now)
         self._service(link, now)
+        self._relays.flush(now)
 
     def _register_cid(self, link: PeerLink, cid: bytes, issued: bool) -> None:
         if issued:
@@ -590,8 +682,9 @@ class DataPlane:
                 continue
             if any(pending.peer_pk == pk for pending in self._pending):
                 continue
-            endpoints = self._endpoints.get(pk)
+            endpoints = self._endpoints_of(pk)
             if not endpoints:
+                self._relays.request_peer(pk, now)
                 continue
             if self.identity.pk > pk and now - since < DIAL_GRACE_SECONDS:
                 continue
@@ -599,13 +692,43 @@ class DataPlane:
             if now < next_try:
                 continue
             self._dial(pk, endpoints[0], now)
+        self._relays.flush(now)
 
-    def _dial(self, pk: str, endpoint: tuple[str, int], now: float) -> None:
+    def _endpoints_of(self, pk: str) -> list[Any]:
+        """Static endpoints, then direct candidates, then relay candidates of a peer."""
+        endpoints = [*self._endpoints.get(pk, ()), *self._candidates.get(pk, ())]
+        return list(dict.fromkeys(endpoints))
+
+    def _on_peer_candidates(self, pk: str, candidates: tuple[wire.Candidate, ...]) -> None:
+        """Store a peer's candidates from a super peer and start probing them at once."""
+        if pk not in self._peer_since:
+            return
+        ordered = sorted(candidates, key=lambda candidate: candidate.kind)
+        self._candidates[pk] = [
+            (str(candidate.ip), candidate.port)
+            for candidate in ordered
+            if candidate.ip.version == 4
+        ]
+        self._relay_candidates[pk] = {
+            (str(candidate.ip), candidate.port)
+            for candidate in candidates
+            if candidate.kind == wire.CandidateKind.RELAY
+        }
+        logger.debug("peer %s candidates %s", pk, self._candidates[pk])
+        now = self._now()
+        if pk not in self._links and self.identity.pk > pk:
+            # The acceptor opens its NAT mapping towards the dialer (hole punching): a one-byte
+            # packet that the dialer's data plane drops as an unknown connection.
+            for endpoint in self._candidates[pk]:
+                self._send_udp(b"\x00", endpoint)
+        self._dial_missing(now)
+
+    def _dial(self, pk: str, endpoint: Any, now: float) -> None:
         link = PeerLink.dial(self.identity, pk, now=now, pow_difficulty=self.pow_difficulty)
         self._pending.add(link)
         self._register_cid(link, link.connection.host_cid, True)
         link.remote = endpoint
-        link.path = PATH_DIRECT
+        link.path = self._path_kind(pk, endpoint, None)
         self._schedule_redial(pk, now)
         logger.debug("dialing peer %s at %s", pk, endpoint)
         self._service(link, now)
@@ -642,7 +765,10 @@ class DataPlane:
             self._last_keepalive = now
             for link in list(self._links.values()):
                 link.connection.send_ping(0)
-                self._service(link, now)
+                link.process_events(self._on_peer_payload, self._on_link_state, self._register_cid)
+                self._flush(link, now, probe=link.path != PATH_DIRECT)
+                self._arm_timer(link)
+            self._relays.flush(now)
         if now - self._last_flow_expiry > 30:
             self._last_flow_expiry = now
             self.enforcer.expire_flows(now)

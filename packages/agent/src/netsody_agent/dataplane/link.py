@@ -127,6 +127,7 @@ class PeerLink:
         self.created = time.monotonic()
         self.last_handshake: float | None = None
         self.last_received = time.monotonic()
+        self.remote_seen = 0.0
         self.close_reason = ""
         self._pow_difficulty = pow_difficulty
         self._is_permitted = is_permitted

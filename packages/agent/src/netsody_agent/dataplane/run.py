@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="append", type=parse_peer, default=[], help="PK=HOST:PORT of a peer"
     )
     parser.add_argument("--super-peer", action="append", default=[], help="super peer URL")
+    parser.add_argument(
+        "--super-peer-ca", help="CA file to verify super peers with (default: system CAs)"
+    )
     parser.add_argument("--status-file", type=Path, help="write the status JSON here every second")
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -74,7 +77,13 @@ async def run(args: argparse.Namespace) -> None:
         tun.set_address(interface)
         tun.set_mtu(args.mtu)
         tun.set_up()
-        plane = DataPlane(identity, tun, super_peers=args.super_peer, listen_port=args.listen_port)
+        plane = DataPlane(
+            identity,
+            tun,
+            super_peers=args.super_peer,
+            listen_port=args.listen_port,
+            super_peer_cafile=args.super_peer_ca,
+        )
         await plane.start()
         for pk, endpoint in args.peer:
             plane.set_peer_endpoints(pk, [endpoint])

@@ -1,0 +1,204 @@
+"""Paths to peers: direct UDP addresses, relay routes through super peers, and the sessions.
+
+A peer connection's `remote` is either a UDP address `(host, port)` reached straight from the
+data plane's socket, or a `RelayRoute`: send through this agent's own relay tunnel on a super
+peer, which forwards from its bound public port. Sending to a peer's relay candidate is plain UDP
+from our socket too, but counts as a relay path. Preference: direct, then relay over HTTP/3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any
+
+from netsody_agent.dataplane.superpeer import SuperPeerSession, parse_super_peer_url
+from netsody_common import wire
+from netsody_common.identity import Identity
+
+logger = logging.getLogger(__name__)
+
+PATH_DIRECT = "direct"
+PATH_RELAY_H3 = "relay-h3"
+PATH_RELAY_H2 = "relay-h2"
+PATH_NONE = "none"
+PATH_RANK = {PATH_DIRECT: 0, PATH_RELAY_H3: 1, PATH_RELAY_H2: 2, PATH_NONE: 9}
+# A worse path replaces the current one only when the current one was silent this long.
+PATH_STALE_SECONDS = 3.0
+CONNECT_REQUEST_INTERVAL = 10.0
+SIOCGIFADDR = 0x8915
+
+
+@dataclass(frozen=True)
+class RelayRoute:
+    """Send to `target` through this agent's relay tunnel on `session`."""
+
+    session: SuperPeerSession
+    target: tuple[str, int]
+
+    def __str__(self) -> str:
+        return f"{self.target[0]}:{self.target[1]} via {self.session.url}"
+
+
+def local_ipv4_addresses(exclude_interfaces: set[str]) -> list[str]:
+    """IPv4 addresses of the local interfaces, without loopback and `exclude_interfaces`."""
+    addresses = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            if name in exclude_interfaces or name == "lo":
+                continue
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                result = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+            except OSError:
+                continue
+            address = socket.inet_ntoa(result[20:24])
+            if not address.startswith("127."):
+                addresses.append(address)
+    return addresses
+
+
+class SuperPeers:
+    """The sessions with every configured super peer, sharing the data plane's UDP socket.
+
+    `send(data, address)` sends a UDP payload from the data plane's socket; the data plane
+    calls `receive` for datagrams from a super peer's address and `flush` after each batch.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        urls: list[str],
+        *,
+        send: Callable[[bytes, tuple[str, int]], None],
+        on_peer_candidates: Callable[[str, tuple[wire.Candidate, ...]], None],
+        on_relayed: Callable[[bytes, tuple[str, int], SuperPeerSession], None],
+        cafile: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.urls = list(urls)
+        self.sessions: list[SuperPeerSession] = []
+        self._by_address: dict[tuple[str, int], SuperPeerSession] = {}
+        self._send = send
+        self._on_peer_candidates = on_peer_candidates
+        self._on_relayed = on_relayed
+        self._cafile = cafile
+        self._dirty: set[SuperPeerSession] = set()
+        self._requested: dict[str, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._errors: dict[str, str] = {}
+
+    async def start(self, listen_port: int, exclude_interfaces: set[str]) -> None:
+        """Resolve every super peer and open its session; failures are logged and reported."""
+        self._loop = asyncio.get_running_loop()
+        hosts = tuple(
+            wire.Candidate(wire.CandidateKind.HOST, ip_address(address), listen_port)
+            for address in local_ipv4_addresses(exclude_interfaces)
+        )
+        for url in self.urls:
+            try:
+                host, port = parse_super_peer_url(url)
+                infos = await self._loop.getaddrinfo(
+                    host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+                )
+            except (OSError, ValueError) as error:
+                self._errors[url] = str(error)
+                logger.warning("super peer %s not usable: %s", url, error)
+                continue
+            address = infos[0][4][:2]
+            session = SuperPeerSession(
+                url,
+                address,
+                self.identity,
+                host_candidates=hosts,
+                on_peer_candidates=self._on_peer_candidates,
+                on_relayed=self._on_relayed,
+                cafile=self._cafile,
+            )
+            self.sessions.append(session)
+            self._by_address[address] = session
+            session.connect(self._loop.time())
+            self._dirty.add(session)
+        self.flush(self._loop.time())
+
+    def session_for(self, address: tuple[str, int]) -> SuperPeerSession | None:
+        return self._by_address.get(address)
+
+    def receive(self, session: SuperPeerSession, data: bytes, now: float) -> None:
+        session.receive(data, now)
+        self._dirty.add(session)
+
+    def mark(self, session: SuperPeerSession) -> None:
+        self._dirty.add(session)
+
+    def flush(self, now: float) -> None:
+        """Send what the touched sessions queued and re-arm their timers."""
+        dirty, self._dirty = self._dirty, set()
+        for session in dirty:
+            for data in session.datagrams(now):
+                self._send(data, session.address)
+            self._arm(session)
+
+    def _arm(self, session: SuperPeerSession) -> None:
+        if session.timer_handle is not None:
+            session.timer_handle.cancel()
+            session.timer_handle = None
+        deadline = session.timer()
+        if deadline is not None and self._loop is not None and not session.closed:
+            session.timer_handle = self._loop.call_at(deadline, self._on_timer, session)
+
+    def _on_timer(self, session: SuperPeerSession) -> None:
+        session.timer_handle = None
+        now = self._loop.time() if self._loop is not None else time.monotonic()
+        session.handle_timer(now)
+        self._dirty.add(session)
+        self.flush(now)
+
+    def best(self) -> SuperPeerSession | None:
+        """The authenticated session with the lowest round-trip time, if any."""
+        ready = [session for session in self.sessions if session.authenticated]
+        return min(ready, key=lambda session: session.rtt, default=None)
+
+    def request_peer(self, pk: str, now: float) -> None:
+        """Ask the best super peer for `pk`'s candidates, at most every 10 seconds per peer."""
+        if now - self._requested.get(pk, float("-inf")) < CONNECT_REQUEST_INTERVAL:
+            return
+        session = self.best()
+        if session is None:
+            return
+        self._requested[pk] = now
+        session.request_peer(pk)
+        self._dirty.add(session)
+
+    def status(self) -> list[dict[str, Any]]:
+        result = []
+        for url in self.urls:
+            session = next((item for item in self.sessions if item.url == url), None)
+            result.append(
+                {
+                    "url": url,
+                    "connected": bool(session and session.authenticated),
+                    "relay_addresses": [f"{h}:{p}" for h, p in session.relay_addresses]
+                    if session
+                    else [],
+                    "rtt_ms": round(session.rtt * 1000, 3) if session else None,
+                    "error": (session.error if session else self._errors.get(url, "")) or None,
+                }
+            )
+        return result
+
+    def close(self, now: float) -> None:
+        for session in self.sessions:
+            session.close()
+            self._dirty.add(session)
+        self.flush(now)
+        for session in self.sessions:
+            if session.timer_handle is not None:
+                session.timer_handle.cancel()
