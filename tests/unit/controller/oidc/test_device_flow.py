@@ -1,11 +1,12 @@
 """The device authorization grant (RFC 8628) of the development provider, end to end over HTTP."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from netsody_controller.devidp import RunningDevIdp
+from netsody_controller.devidp import DevIdpSettings, RunningDevIdp, start_dev_idp
 from netsody_controller.devidp.browser import DeviceApprovalError, approve_device_code
 from netsody_controller.oidc import EmailNotVerifiedError, OidcProvider
 
@@ -220,3 +221,14 @@ def test_refresh_token_rotates(
     assert first.json()["refresh_token"] != refresh_token
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
+
+
+def test_settings_default_to_both_clients(http: httpx.Client, tmp_path: Path) -> None:
+    with start_dev_idp(tmp_path / "defaults", settings=DevIdpSettings(device_interval=1)) as idp:
+        grant = _start(http, idp)
+
+    assert grant["interval"] == 1
+    assert {client.client_id for client in idp.idp.settings.clients} == {
+        "netsody-agent",
+        "netsody-controller",
+    }

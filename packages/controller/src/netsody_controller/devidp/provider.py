@@ -65,9 +65,12 @@ class DevClient:
 
 @dataclass(frozen=True)
 class DevIdpSettings:
-    """Lifetimes (seconds), the device polling interval and the registered clients."""
+    """Lifetimes (seconds), the device polling interval and the registered clients.
 
-    clients: tuple[DevClient, ...] = ()
+    The clients default to `default_clients()` (controller at http://127.0.0.1:8080).
+    """
+
+    clients: tuple[DevClient, ...] = field(default_factory=lambda: default_clients())
     algorithm: str = "RS256"
     access_token_lifetime: int = 3600
     refresh_token_lifetime: int = 30 * 24 * 3600
@@ -194,7 +197,7 @@ class DevIdp:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer.rstrip("/")
-        self.settings = settings or DevIdpSettings(clients=default_clients())
+        self.settings = settings or DevIdpSettings()
         self.clock = clock
         state_dir.mkdir(parents=True, exist_ok=True)
         self.keys = SigningKeys(state_dir, self.settings.algorithm)
