@@ -197,7 +197,7 @@ class DevIdpApp:
             return Response.html(text, 400)
 
         if not self.idp.check_form_token("device", form.get("form_token", "")):
-            return again("The form expired; submit it again.")
+            return again("The form is outdated because the provider restarted; submit it again.")
         grant = self.idp.pending_device_grant(user_code)
         if grant is None:
             return again(f"The code {user_code!r} is unknown, expired or already used.")
@@ -232,7 +232,8 @@ class DevIdpApp:
                 )
             )
         if not self.idp.check_form_token("authorize", params.get("form_token", "")):
-            return Response.html(pages.error_page("Sign-in failed", "The form expired."), 400)
+            message = "The form is outdated because the provider restarted; sign in again."
+            return Response.html(pages.error_page("Sign-in failed", message), 400)
         result: dict[str, str]
         if params.get("action") == "approve" and "@" in params.get("email", ""):
             user = self.idp.users.sign_in(

@@ -44,7 +44,7 @@ def _identity_fields(email: str = "") -> str:
         "Mark this email address as not verified (to test how clients reject such users)"
         "</label>"
         '<button type="submit" name="action" value="approve">Approve</button>'
-        '<button type="submit" name="action" value="deny">Deny</button>'
+        '<button type="submit" name="action" value="deny" formnovalidate>Deny</button>'
     )
 
 
