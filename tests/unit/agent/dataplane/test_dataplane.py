@@ -69,7 +69,9 @@ async def plane_with_peer_up(identities):
     tun = MemoryTun()
     plane = DataPlane(alpha, tun, super_peers=[])
     await plane.apply([compile_for_node(document(alpha.pk, beta.pk), alpha.pk)])
-    link = SimpleNamespace(state="up", stats=LinkStats(), peer_pk=beta.pk)
+    link = SimpleNamespace(
+        state="up", stats=LinkStats(), peer_pk=beta.pk, max_payload=MAX_DATAGRAM_PAYLOAD
+    )
     plane._links[beta.pk] = link
     return plane, tun, link
 

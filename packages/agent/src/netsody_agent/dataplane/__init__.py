@@ -39,7 +39,6 @@ from aioquic.quic.packet import pull_quic_header
 from netsody_agent.dataplane import enforce, handshake
 from netsody_agent.dataplane.link import (
     KEEPALIVE_INTERVAL,
-    MAX_DATAGRAM_PAYLOAD,
     STATE_CLOSED,
     STATE_UP,
     PeerLink,
@@ -310,7 +309,7 @@ class DataPlane:
         if link is None or link.state != STATE_UP:
             self._drop(enforce.DROP_PEER_DOWN)
             return None
-        if header.total_length > MAX_DATAGRAM_PAYLOAD:
+        if header.total_length > link.max_payload:
             self._too_large(link, packet, header)
             return None
         return link
@@ -322,16 +321,17 @@ class DataPlane:
         # RFC 1191: tell the sender the largest packet this path carries. The message comes
         # from the packet's destination, because Linux drops packets arriving on an interface
         # with one of its own addresses as source (net.ipv4.conf.*.accept_local is 0 by default).
-        reply = build_frag_needed(packet, source=header.dst, next_hop_mtu=MAX_DATAGRAM_PAYLOAD)
+        reply = build_frag_needed(packet, source=header.dst, next_hop_mtu=link.max_payload)
         self.tun.write(reply)
 
     def _send_packets(self, link: PeerLink, packets: list[bytes]) -> None:
         # NOTE: IPv4 packets carry their own total length, so packets are concatenated into
         # one DATAGRAM frame without framing bytes while they fit.
         stats = link.stats
+        limit = link.max_payload
         payload = b""
         for packet in packets:
-            if payload and len(payload) + len(packet) > MAX_DATAGRAM_PAYLOAD:
+            if payload and len(payload) + len(packet) > limit:
                 self._queue_payload(link, payload)
                 payload = b""
             payload = payload + packet if payload else packet
@@ -716,12 +716,23 @@ class DataPlane:
         }
         logger.debug("peer %s candidates %s", pk, self._candidates[pk])
         now = self._now()
-        if pk not in self._links and self.identity.pk > pk:
-            # The acceptor opens its NAT mapping towards the dialer (hole punching): a one-byte
-            # packet that the dialer's data plane drops as an unknown connection.
-            for endpoint in self._candidates[pk]:
-                self._send_udp(b"\x00", endpoint)
+        if pk not in self._links:
+            self._punch(pk)
         self._dial_missing(now)
+
+    def _punch(self, pk: str) -> None:
+        """Open the way for a peer's packets to reach this agent (hole punching).
+
+        A one-byte packet to every candidate creates the NAT mapping towards it, and one sent
+        through this agent's relay tunnel makes the super peer forward that candidate's packets
+        from the relay port (it forwards only from addresses the agent has sent to). The peer's
+        data plane drops these packets as an unknown connection.
+        """
+        session = self._relays.best()
+        for endpoint in self._candidates.get(pk, ()):
+            self._send_udp(b"\x00", endpoint)
+            if session is not None:
+                self._send_to(RelayRoute(session, endpoint), b"\x00")
 
     def _dial(self, pk: str, endpoint: Any, now: float) -> None:
         link = PeerLink.dial(self.identity, pk, now=now, pow_difficulty=self.pow_difficulty)

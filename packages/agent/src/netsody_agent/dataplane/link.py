@@ -31,13 +31,21 @@ logger = logging.getLogger(__name__)
 
 VIRTUAL_ADDRESS = ("0.0.0.0", 0)  # noqa: S104 - a placeholder that aioquic stores, never a bind
 
-# Outer UDP payload of a peer QUIC packet. 1400 leaves room for the relay's own QUIC and HTTP
-# datagram headers inside a 1500-byte path.
-MAX_UDP_PAYLOAD = 1400
-# Bytes of a 1-RTT QUIC packet around a DATAGRAM frame: short header with an 8-byte connection
-# ID and up to 4 packet-number bytes (13), AEAD tag (16), frame type and length (3).
-QUIC_DATAGRAM_OVERHEAD = 32
-MAX_DATAGRAM_PAYLOAD = MAX_UDP_PAYLOAD - QUIC_DATAGRAM_OVERHEAD
+# Largest UDP payload of the packets aioquic builds (handshake, ACKs, pings). A client pads its
+# Initial to this size, so it must pass the relay: see RELAY_UDP_PAYLOAD.
+QUIC_UDP_PAYLOAD = 1280
+# Largest UDP payload of a fast-path packet on a direct path: 1500-byte path MTU minus IPv4 and
+# UDP headers, minus 20 bytes of margin for tunnels and PPPoE under the path (as WireGuard's
+# 1420-byte default MTU leaves).
+DIRECT_UDP_PAYLOAD = 1452
+# Largest UDP payload the super peer relays: its QUIC packets carry at most 1350 bytes, of which
+# it reserves 48 for its own packet overhead, and the bound-datagram prefix takes 8 more.
+RELAY_UDP_PAYLOAD = 1294
+# Bytes a fast-path packet adds to its IP packets: 1-byte flags, 8-byte connection ID, 2-byte
+# packet number, 1-byte DATAGRAM frame type and the 16-byte AEAD tag.
+FAST_PATH_OVERHEAD = 28
+MAX_DATAGRAM_PAYLOAD = DIRECT_UDP_PAYLOAD - FAST_PATH_OVERHEAD
+RELAY_DATAGRAM_PAYLOAD = RELAY_UDP_PAYLOAD - FAST_PATH_OVERHEAD
 IDLE_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 4.0
 # Datagrams queued inside aioquic beyond this count are dropped instead of queued: a longer
@@ -75,7 +83,7 @@ def client_configuration() -> QuicConfiguration:
         is_client=True,
         alpn_protocols=[handshake.ALPN],
         max_datagram_frame_size=65535,
-        max_datagram_size=MAX_UDP_PAYLOAD,
+        max_datagram_size=QUIC_UDP_PAYLOAD,
         idle_timeout=IDLE_TIMEOUT,
         connection_id_length=8,
     )
@@ -90,7 +98,7 @@ def server_configuration(identity: Identity, certificate: Any) -> QuicConfigurat
         is_client=False,
         alpn_protocols=[handshake.ALPN],
         max_datagram_frame_size=65535,
-        max_datagram_size=MAX_UDP_PAYLOAD,
+        max_datagram_size=QUIC_UDP_PAYLOAD,
         idle_timeout=IDLE_TIMEOUT,
         connection_id_length=8,
     )
@@ -331,6 +339,11 @@ class PeerLink:
             return False
         self.connection.send_datagram_frame(payload)
         return True
+
+    @property
+    def max_payload(self) -> int:
+        """The largest IP packet (or packed packets) one datagram carries on the current path."""
+        return MAX_DATAGRAM_PAYLOAD if self.path == "direct" else RELAY_DATAGRAM_PAYLOAD
 
     def seal_datagram(self, payload: bytes) -> bytes:
         """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8443
 # The outer QUIC packets to the super peer carry relayed peer packets of up to
-# link.MAX_UDP_PAYLOAD bytes plus the HTTP datagram and address prefixes.
+# link.RELAY_UDP_PAYLOAD bytes plus the HTTP datagram and address prefixes.
 SUPER_PEER_UDP_PAYLOAD = 1472
 PING_INTERVAL = 25.0
 IDLE_TIMEOUT = 60.0
