@@ -1,9 +1,9 @@
 """Shared fixtures and marker handling for the integration tests.
 
 `postgres_url`, `redis_url` and `s3_settings` are session-scoped services. Each one comes from the
-environment when its variable is set (`NETSODY_TEST_POSTGRES_URL`, `NETSODY_TEST_REDIS_URL`,
-`NETSODY_TEST_S3_ENDPOINT` with `NETSODY_TEST_S3_ACCESS_KEY` and `NETSODY_TEST_S3_SECRET_KEY`);
-otherwise it runs in a container started with testcontainers from a local image. Images are never
+environment when its variable is set: `NETSODY_TEST_POSTGRES_URL`, `NETSODY_TEST_REDIS_URL`, or
+`NETSODY_TEST_S3_ENDPOINT` with `NETSODY_TEST_S3_ACCESS_KEY` and `NETSODY_TEST_S3_SECRET_KEY`.
+Otherwise it runs in a container started with testcontainers from a local image. Images are never
 pulled: `compose/build-images` builds them, and a missing image skips the tests that need it.
 
 Tests marked `docker` skip when no Docker engine answers, tests marked `root` skip when the
@@ -38,7 +38,7 @@ BUILD_HINT = "build the local images with `compose/build-images` (as root)"
 
 @cache
 def docker_unavailable_reason() -> str | None:
-    """Return why no Docker engine can be used, or None when one answers a ping."""
+    """Return why no Docker engine can be used, or None when one responds to a ping."""
     try:
         import docker
     except ImportError:
@@ -92,8 +92,8 @@ def start_local_container(image: str, port: int, env: dict[str, str]) -> Any:
     from testcontainers.core.config import ConnectionMode, testcontainers_config
     from testcontainers.core.container import DockerContainer
 
-    # The test process may itself run inside a container; the engine's published ports are on
-    # this host's loopback all the same, so testcontainers must not look for a gateway address.
+    # The test process may itself run inside a container (testcontainers then looks for a gateway
+    # address). The engine publishes ports on this host's loopback all the same, so use that.
     testcontainers_config.ryuk_disabled = True
     testcontainers_config.connection_mode_override = ConnectionMode.docker_host
     testcontainers_config.tc_host_override = LOOPBACK
@@ -190,7 +190,7 @@ def s3_client(settings: dict[str, str]) -> Any:
 
 
 def ensure_bucket(settings: dict[str, str], service: str, container: Any = None) -> None:
-    """Wait until the S3 endpoint answers, then create the bucket unless it exists."""
+    """Wait until the S3 endpoint responds, then create the bucket unless it exists."""
     client = s3_client(settings)
     wait_until_ready(client.list_buckets, service, container)
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}

@@ -1,8 +1,8 @@
 #!/bin/bash
-# Start PostgreSQL 16 like the upstream postgres image: on an empty data directory, create the
+# Start PostgreSQL 16 like the upstream postgres image. On an empty data directory, create the
 # cluster with superuser POSTGRES_USER (default postgres) and password POSTGRES_PASSWORD, create
-# POSTGRES_DB (default: the user name), run /docker-entrypoint-initdb.d/*.sql and *.sh, then serve
-# on port 5432 with password (SCRAM) authentication for TCP clients.
+# POSTGRES_DB (default: the user name) and run /docker-entrypoint-initdb.d/*.sql and *.sh.
+# Then serve on port 5432 with password (SCRAM) authentication for TCP clients.
 set -euo pipefail
 
 if [[ "${1:-}" == -* ]]; then

@@ -2,9 +2,9 @@
 # Serve the S3 API on port 9000 with moto's server. Accepts MinIO's command line
 # (`server DIR [--address ...] [--console-address ...]`) so the compose file works with either
 # image, and MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (default minioadmin) as the access key pair.
-# NOTE: moto keeps buckets and objects in memory and does not verify request signatures, so any
-# key pair is accepted and data is lost on restart: it stands in for MinIO in tests and local
-# stacks; production deployments set NETSODY_CONTROLLER_MINIO_IMAGE to a real MinIO image.
+# NOTE: moto keeps buckets and objects in memory and does not verify request signatures, so it
+# accepts any key pair and loses data on restart. It replaces MinIO in tests and local stacks.
+# Production deployments set NETSODY_CONTROLLER_MINIO_IMAGE to a real MinIO image.
 set -euo pipefail
 
 if [[ "${1:-}" != server ]]; then
