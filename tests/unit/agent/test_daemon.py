@@ -55,7 +55,7 @@ class RecordingDataPlane:
 
 
 async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll `predicate` (state that changes in other tasks) until it holds or time runs out."""
+    """Poll `predicate` (state that changes in other tasks) until it is true or time runs out."""
 
     async def poll() -> None:
         while not predicate():  # noqa: ASYNC110

@@ -97,7 +97,7 @@ def test_slow_down_adds_five_seconds(http, idp, clock) -> None:
 
     def sleep_too_little_once(seconds: float) -> None:
         requested.append(seconds)
-        # The second wait is cut short, so the provider sees a poll inside the interval.
+        # The second wait is cut short, so the provider receives a poll inside the interval.
         clock.now += 1 if len(requested) == 2 else seconds
         if len(requested) == 3:
             approve_device_code(

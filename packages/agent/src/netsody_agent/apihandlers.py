@@ -264,13 +264,13 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
                 {"id": state.source.source_id, "name": "", "source": state.source.description,
                  "state": "error" if state.error else "pending", "error": state.error}
             )  # fmt: skip
-    for net in daemon.settings.manual_networks:
-        if not net.enabled:
+    for manual in daemon.settings.manual_networks:
+        if not manual.enabled:
             networks.append(
                 {
-                    "id": net.source_id,
+                    "id": manual.source_id,
                     "name": "",
-                    "source": redact_url(net.url),
+                    "source": redact_url(manual.url),
                     "state": "disabled",
                 }
             )

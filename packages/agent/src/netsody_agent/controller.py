@@ -28,7 +28,7 @@ def os_name() -> str:
 
 
 def signed_message(prefix: str, challenge: str, pk: str) -> bytes:
-    """Return the bytes the agent signs to prove it holds its key: `<prefix>:<challenge>:<pk>`."""
+    """Return the bytes signed to prove possession of the key: `<prefix>:<challenge>:<pk>`."""
     return f"{prefix}:{challenge}:{pk}".encode()
 
 

@@ -1,9 +1,10 @@
 """The agent daemon (`netsody run`): identity, TUN device, configuration sync, reconciler,
 DNS resolver, data plane and the local API.
 
-Lifecycle: `start()` sets everything up and restores the cached configuration, so the node
-comes up without its sources; `run()` waits for SIGTERM or SIGINT; `stop()` removes every
-address, route, firewall rule and resolver setting it installed and deletes the TUN device.
+`start()` sets everything up and restores the cached configuration, so the node comes up even
+when its sources are unreachable. `run()` waits for SIGTERM or SIGINT. `stop()` removes every
+address, route, firewall rule and resolver setting the daemon installed and deletes the TUN
+device.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DEVICE = "netsody"
 DEFAULT_DNS_HOST = "127.0.0.153"
 DNS_PORT = 53
+APPLY_STOP_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Daemon:
         self._apply_task: asyncio.Task[None] | None = None
         self._report_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._stopping = False
 
     @property
     def pk(self) -> str:
@@ -161,10 +164,10 @@ class Daemon:
         for state in list(self.sources.values()):
             await self.runner.stop(state)
         self.sources.clear()
-        for task in (self._apply_task, self._report_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self._stop_apply_loop()
+        if self._report_task is not None:
+            self._report_task.cancel()
+            await asyncio.gather(self._report_task, return_exceptions=True)
         if self.dataplane is not None:
             try:
                 await self.dataplane.stop()
@@ -310,9 +313,26 @@ class Daemon:
         """Wait until the last requested apply ran (callers bound the wait)."""
         await self._apply_done.wait()
 
+    async def _stop_apply_loop(self) -> None:
+        # NOTE: cancelling a task does not stop the thread of a running reconciler apply, so the
+        # loop is asked to exit and the running apply finishes before the teardown starts.
+        task = self._apply_task
+        if task is None:
+            return
+        self._stopping = True
+        self._apply_wanted.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), APPLY_STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.error("the running apply did not finish within %d s", APPLY_STOP_TIMEOUT_SECONDS)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _apply_loop(self) -> None:
         while True:
             await self._apply_wanted.wait()
+            if self._stopping:
+                return
             self._apply_wanted.clear()
             try:
                 await self._apply()

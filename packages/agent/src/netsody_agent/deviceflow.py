@@ -108,7 +108,7 @@ def poll_for_token(
     """Poll the token endpoint until the user approves (RFC 8628 section 3.4 and 3.5).
 
     Returns the token response. Raises `DeviceFlowError` when the user denies the request, the
-    code expires, or the provider answers with another error.
+    code expires, or the provider returns another error.
     """
     interval = max(1, authorization.interval)
     deadline = clock() + authorization.expires_in

@@ -1,8 +1,8 @@
 """A minimal DNS codec and the resolver for `<hostname>.netsody.me` names.
 
-The resolver answers A queries for the hostnames of permitted peers (RFC 1035 section 4),
-returns NXDOMAIN for unknown names inside the zone, and REFUSED for every name outside it:
-it forwards nothing. Only the question section of a query is read; queries with more than one
+The resolver returns A records for the hostnames of permitted peers (RFC 1035 section 4),
+NXDOMAIN for unknown names inside the zone, and REFUSED for every name outside it, because it
+forwards nothing. Only the question section of a query is read; queries with more than one
 question, compression pointers in the question, or truncated data get FORMERR when their header
 is readable and are dropped otherwise.
 """
@@ -162,7 +162,7 @@ def parse_a_answers(data: bytes) -> tuple[int, list[IPv4Address]]:
 
 
 class RecordTable:
-    """The names the resolver answers: hostname (without the zone) to IPv4 address."""
+    """The resolver's records: hostname (without the zone) to IPv4 address."""
 
     def __init__(self, zone: str = ZONE) -> None:
         self.zone = zone

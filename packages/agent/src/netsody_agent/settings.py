@@ -1,6 +1,6 @@
 """Agent settings stored in the state directory (`settings.json`, mode 0600).
 
-The file holds the controller URL, the OIDC settings used by `netsody login`, the super peers,
+The file contains the controller URL, the OIDC settings used by `netsody login`, the super peers,
 the node credential issued by the controller, and the manually managed networks. It is written
 atomically (temporary file, then rename) so a crash never leaves half a file behind.
 """

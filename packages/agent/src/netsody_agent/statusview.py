@@ -27,34 +27,39 @@ def _super_peer_line(entry: Any) -> str:
     return f"  {entry.get('url', '?')} latency={shown} {entry.get('state', '')}".rstrip()
 
 
+def _network_lines(networks: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for net in networks:
+        name = net.get("name") or net.get("id")
+        lines.append(
+            f"  {name} {net.get('network', '')} address={net.get('address', '-')} "
+            f"state={net.get('state')} source={net.get('source')}"
+        )
+        if net.get("error"):
+            lines.append(f"    error: {net['error']}")
+    return lines or ["  none"]
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Return the status as lines of text for `netsody status`."""
+    logged_in = " (logged in)" if status.get("logged_in") else ""
     lines = [
         f"node id:     {status.get('identity')}",
         f"version:     {status.get('version')}",
-        f"controller:  {status.get('controller') or 'none'}"
-        + (" (logged in)" if status.get("logged_in") else ""),
-        "super peers:",
+        f"controller:  {status.get('controller') or 'none'}{logged_in}",
     ]
-    sp_status = status.get("super_peer_status") or []
-    lines += (
-        [_super_peer_line(e) for e in sp_status]
-        or [f"  {url} latency=unknown" for url in status.get("super_peers", [])]
-        or ["  none"]
-    )
+
+    lines.append("super peers:")
+    reported = [_super_peer_line(entry) for entry in status.get("super_peer_status") or []]
+    configured = [f"  {url} latency=unknown" for url in status.get("super_peers", [])]
+    lines += reported or configured or ["  none"]
+
     lines.append("networks:")
-    for net in status.get("networks", []):
-        line = f"  {net.get('name') or net.get('id')} {net.get('network', '')} "
-        line += (
-            f"address={net.get('address', '-')} state={net.get('state')} source={net.get('source')}"
-        )
-        lines.append(line)
-        if net.get("error"):
-            lines.append(f"    error: {net['error']}")
-    if not status.get("networks"):
-        lines.append("  none")
+    lines += _network_lines(status.get("networks", []))
+
     lines.append("peers:")
     lines += [_peer_line(peer) for peer in status.get("peers", [])] or ["  none"]
+
     dns = status.get("dns", {})
     lines.append(
         f"dns:         resolver {dns.get('resolver') or 'not running'}, system resolver "

@@ -1,7 +1,7 @@
 """`netsody join`, `netsody login` and configuration sync against a real controller.
 
 The controller (`netsody-controller serve`, PostgreSQL and Redis from the integration fixtures)
-and the development OpenID provider run on the host's loopback; the daemon runs in its own
+and the development OpenID provider run on the host's loopback. The daemon runs in its own
 namespace and reaches the controller through `loopback_bridge.py`.
 """
 

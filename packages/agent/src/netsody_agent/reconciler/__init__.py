@@ -1,6 +1,6 @@
 """Reconciler: plans the changes from the actual to the desired machine state and applies them.
 
-`plan` is a pure function; `Reconciler` observes the system through the OS layer (one interface
+`plan` is a pure function. `Reconciler` observes the system through the OS layer (one interface
 per concern in `oslayer`), plans, and executes the actions in order.
 """
 

@@ -31,7 +31,7 @@ class DnsLink:
 
 @dataclass(frozen=True)
 class DesiredState:
-    """What the configuration asks of the machine."""
+    """The machine state that the configuration requires."""
 
     mtu: int
     addresses: frozenset[IPv4Interface] = frozenset()
@@ -47,8 +47,11 @@ class DesiredState:
 
 @dataclass(frozen=True)
 class ActualState:
-    """What the OS layer observed. `forwarding_owned` is true when the agent switched IPv4
-    forwarding on and must switch it off again when the duty ends."""
+    """The machine state observed through the OS layer.
+
+    `forwarding_owned` is true when the agent switched IPv4 forwarding on, so it must switch it
+    off again when the gateway duty ends.
+    """
 
     mtu: int | None = None
     addresses: frozenset[IPv4Interface] = frozenset()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from netsody_agent.errors import OsLayerError
 from netsody_agent.reconciler import planner as p
@@ -15,7 +17,7 @@ logger = logging.getLogger(__name__)
 class Reconciler:
     """Brings the machine to a `DesiredState` through an `OsLayer`.
 
-    `apply` returns the errors of the actions that failed; the remaining actions still run, so
+    `apply` returns the errors of the actions that failed. The remaining actions still run, so
     one broken route does not keep the rest of a configuration from taking effect.
     """
 
@@ -73,7 +75,7 @@ class Reconciler:
         handler = self._handlers()[action.kind]
         handler(action.target)
 
-    def _handlers(self) -> dict[str, object]:  # type: ignore[override]
+    def _handlers(self) -> dict[str, Callable[[Any], None]]:
         links, routes, fw, dns = self.os.links, self.os.routes, self.os.firewall, self.os.dns
         return {
             p.SET_MTU: links.set_mtu,
