@@ -89,6 +89,13 @@ class SourceRunner:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
+            except Exception as exc:
+                logger.exception("configuration source %s failed", state.source.description)
+                self._record_error(state, f"internal error: {exc!r}")
+                state.first_result.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
             backoff = INITIAL_BACKOFF_SECONDS
             if snapshot is not None:
                 self._accept(state, snapshot)
@@ -108,7 +115,12 @@ class SourceRunner:
         state.error = None
         state.snapshot = snapshot
         state.networks = networks
-        self.cache.store(snapshot)
+        try:
+            self.cache.store(snapshot)
+        except OSError as exc:
+            logger.error(
+                "caching the configuration of %s failed: %s", state.source.description, exc
+            )
         logger.info(
             "received configuration from %s (revision %s, %d network(s))",
             state.source.description,

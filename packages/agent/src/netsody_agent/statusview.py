@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -12,7 +13,8 @@ def _peer_line(peer: dict[str, Any]) -> str:
         f"path={peer.get('path', 'none')}",
     ]
     if peer.get("last_handshake") is not None:
-        parts.append(f"last-handshake={peer['last_handshake']}")
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(peer["last_handshake"]))
+        parts.append(f"last-handshake={moment}")
     for key in ("bytes_in", "bytes_out"):
         if key in peer:
             parts.append(f"{key.replace('_', '-')}={peer[key]}")
@@ -20,11 +22,16 @@ def _peer_line(peer: dict[str, Any]) -> str:
 
 
 def _super_peer_line(entry: Any) -> str:
+    """Format one super peer of the data plane status (`url`, `connected`, `rtt_ms`, `error`)."""
     if not isinstance(entry, dict):
         return f"  {entry}"
-    latency = entry.get("latency_ms")
+    latency = entry.get("rtt_ms")
     shown = "unknown" if latency is None else f"{latency} ms"
-    return f"  {entry.get('url', '?')} latency={shown} {entry.get('state', '')}".rstrip()
+    state = "connected" if entry.get("connected") else "not connected"
+    line = f"  {entry.get('url', '?')} latency={shown} {state}"
+    if entry.get("error"):
+        line += f" (error: {entry['error']})"
+    return line
 
 
 def _network_lines(networks: list[dict[str, Any]]) -> list[str]:
