@@ -204,6 +204,7 @@ def main() -> None:
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"median of {args.runs} runs, garbage collector paused while timing"
     )
+    print(f"load average before the run: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
     print()
 
     parse_time, toml_time = median_seconds(
