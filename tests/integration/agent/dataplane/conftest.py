@@ -9,6 +9,8 @@ status to a JSON file every second. Teardown stops the agents by PID and deletes
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import secrets
@@ -21,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from netsody_common.identity import Identity
 
@@ -28,6 +34,7 @@ DIFFICULTY = 8
 UNDERLAY = {"a": "192.168.77.1", "b": "192.168.77.2"}
 OVERLAY = {"a": "10.9.0.1", "b": "10.9.0.2"}
 LISTEN_PORT = 7000
+SUPER_PEER_PORT = 8443
 WAIT_SECONDS = 30.0
 
 ALLOW_ALL = """
@@ -92,7 +99,9 @@ class Pair:
         temporary.write_text(text)
         os.replace(temporary, self.network_path)
 
-    def start(self, side: str) -> Agent:
+    def start(self, side: str, *, super_peer: SuperPeer | None = None) -> Agent:
+        """Start the agent of `side`: with a super peer it discovers its peer through it,
+        without one it gets the peer's underlay address on the command line."""
         other = "b" if side == "a" else "a"
         agent = self.agents.get(side) or Agent(
             side,
@@ -112,11 +121,13 @@ class Pair:
             str(agent.identity_path),
             "--listen-port",
             str(LISTEN_PORT),
-            "--peer",
-            f"{self.identities[other].pk}={UNDERLAY[other]}:{LISTEN_PORT}",
             "--status-file",
             str(agent.status_path),
         ]
+        if super_peer is None:
+            command += ["--peer", f"{self.identities[other].pk}={UNDERLAY[other]}:{LISTEN_PORT}"]
+        else:
+            command += ["--super-peer", super_peer.url, "--super-peer-ca", str(super_peer.cert)]
         log = agent.log_path.open("a")
         env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(DIFFICULTY)}
         agent.process = self.popen(side, *command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -140,6 +151,48 @@ class Pair:
 
     def reload(self, side: str) -> None:
         self.agents[side].process.send_signal(signal.SIGHUP)
+
+
+@dataclass
+class SuperPeer:
+    """A `netsody-sp` process in namespace a, on the underlay address of a."""
+
+    url: str
+    cert: Path
+    process: subprocess.Popen
+
+
+def write_certificate(directory: Path, address: str) -> tuple[Path, Path]:
+    """Write a self-signed certificate for `address`; it is its own CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "sp-cert.pem", directory / "sp-key.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -202,3 +255,41 @@ def pair(tmp_path, identities):
             run("ip", "netns", "delete", namespace, check=False)
         # Only left behind when moving it into a namespace failed.
         run("ip", "link", "delete", veth["a"], check=False)
+
+
+@pytest.fixture
+def superpeer(pair):
+    """`netsody-sp` in namespace a on 192.168.77.1:8443, relay ports 40000-40015."""
+    cert, key = write_certificate(pair.workdir, UNDERLAY["a"])
+    log = (pair.workdir / "sp.log").open("w")
+    env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(DIFFICULTY)}
+    process = pair.popen(
+        "a",
+        sys.executable,
+        "-m",
+        "netsody_superpeer.cli",
+        "--listen",
+        f"{UNDERLAY['a']}:{SUPER_PEER_PORT}",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--proxy-public-addresses",
+        UNDERLAY["a"],
+        "--proxy-ports",
+        "40000-40015",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    log.close()
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"netsody-sp exited:\n{(pair.workdir / 'sp.log').read_text()}")
+        return f":{SUPER_PEER_PORT}" in pair.exec("a", "ss", "-lnu").stdout
+
+    try:
+        wait_for(listening, "the super peer to listen")
+        yield SuperPeer(f"https://{UNDERLAY['a']}:{SUPER_PEER_PORT}", cert, process)
+    finally:
+        stop_process(process)

@@ -157,3 +157,75 @@ def test_peers_reconnect_after_restart(pair):
             f"ping after restarting {side}",
             pair,
         )
+
+
+def block_direct(pair, *, blocked: bool) -> None:
+    """Drop UDP between the two agents' sockets in namespace b, or remove that rule again."""
+    action = "-A" if blocked else "-D"
+    a = UNDERLAY["a"]
+    pair.exec(
+        "b",
+        "iptables",
+        action,
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-d",
+        a,
+        "--dport",
+        str(LISTEN_PORT),
+        "-j",
+        "DROP",
+    )
+    pair.exec(
+        "b",
+        "iptables",
+        action,
+        "INPUT",
+        "-p",
+        "udp",
+        "-s",
+        a,
+        "--sport",
+        str(LISTEN_PORT),
+        "-j",
+        "DROP",
+    )
+
+
+def test_super_peer_discovery_gives_direct_path(pair, superpeer):
+    pair.start("a", super_peer=superpeer)
+    pair.start("b", super_peer=superpeer)
+    pair.wait_connected("a", "b")
+
+    result = ping(pair, "a", OVERLAY["b"])
+
+    assert result.returncode == 0, result.stdout
+    assert pair.agents["a"].peer()["path"] == "direct"
+    assert pair.agents["a"].status()["super_peers"][0]["connected"]
+
+
+def test_relay_when_direct_blocked_then_upgrade(pair, superpeer, echo_server):
+    block_direct(pair, blocked=True)
+    pair.start("a", super_peer=superpeer)
+    pair.start("b", super_peer=superpeer)
+    pair.wait_connected("a", "b")
+    handshake = pair.agents["a"].peer()["last_handshake"]
+
+    pinged = ping(pair, "a", OVERLAY["b"])
+    echoed = echo_roundtrip(pair)
+
+    assert pinged.returncode == 0, pinged.stdout
+    assert echoed.returncode == 0, echoed.stderr
+    assert pair.agents["a"].peer()["path"] == "relay-h3"
+    assert pair.agents["b"].peer()["path"] == "relay-h3"
+
+    block_direct(pair, blocked=False)
+    wait_for(
+        lambda: all(pair.agents[side].peer()["path"] == "direct" for side in ("a", "b")),
+        "both agents to move to the direct path",
+        pair,
+    )
+
+    assert pair.agents["a"].peer()["last_handshake"] == handshake
+    assert ping(pair, "a", OVERLAY["b"]).returncode == 0

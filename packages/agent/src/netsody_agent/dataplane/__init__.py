@@ -10,7 +10,7 @@ Seam for the daemon::
     await plane.stop()                        # closes connections and the socket, not the TUN
 
 `apply` connects to every peer that a policy permits and closes connections to peers that are
-no longer permitted; peers present before and after stay connected. `set_peer_endpoints` adds
+no longer permitted. Peers present before and after stay connected. `set_peer_endpoints` adds
 known UDP addresses of a peer (for example from the command line when no super peer runs).
 
 One QUIC connection (aioquic, ALPN `netsody/1`) per peer carries IP packets in DATAGRAM frames
@@ -566,7 +566,7 @@ class DataPlane:
         if not datagrams or link.remote is None:
             return
         # While handshaking, and when probing for a better path, every candidate gets the
-        # packets; the first authenticated answer from a better path wins (`_note_path`).
+        # packets; the first authenticated reply from a better path wins (`_note_path`).
         targets = [link.remote]
         if link.state != STATE_UP or probe:
             targets += [

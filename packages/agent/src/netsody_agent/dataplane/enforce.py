@@ -64,7 +64,7 @@ class Enforcer:
     """Routing and policy decisions for packets between the TUN device and the peers.
 
     Built from compiled networks (duck-typed, see `peer_entries`, `local_addresses`,
-    `route_entries`); holds the reply flow table, which the caller expires with `expire_flows`.
+    `route_entries`). It keeps the reply flow table, which the caller expires with `expire_flows`.
     """
 
     def __init__(self, networks: Iterable[Any]) -> None:
@@ -101,7 +101,7 @@ class Enforcer:
             )
 
     def peer_pks(self) -> set[str]:
-        """The pks this node may have a connection with."""
+        """Return the pks this node may have a connection with."""
         return set(self.peers)
 
     def egress(self, header: IPv4Header) -> tuple[str | None, str | None]:

@@ -1,6 +1,6 @@
 """One QUIC connection to one peer, on a virtual datagram transport.
 
-aioquic only ever sees one fixed virtual address per link (`VIRTUAL_ADDRESS`); where the
+aioquic only ever gets one fixed virtual address per link (`VIRTUAL_ADDRESS`); where the
 datagrams really go is `PeerLink.remote` (a UDP address on the shared socket, or a relay), which
 the data plane may change at any time. Because QUIC packets are authenticated end to end,
 changing the underlying path keeps the connection, its keys and its congestion state, and no
@@ -194,9 +194,9 @@ class PeerLink:
 
     def receive(self, data: bytes, now: float) -> bool:
         """Feed one UDP payload; return True when it was an authentic packet of this connection."""
-        # NOTE: aioquic has no public signal for "this datagram decrypted", so the largest
-        # received 1-RTT packet number tells it. The data plane trusts a new remote address only
-        # when this returns True.
+        # NOTE: aioquic has no public signal for "this datagram decrypted", so a change of the
+        # largest received 1-RTT packet number signals it. The data plane trusts a new remote
+        # address only when this returns True.
         before = self._largest_received()
         self.connection.receive_datagram(data, VIRTUAL_ADDRESS, now)
         authentic = self._largest_received() != before
@@ -368,9 +368,9 @@ class PeerLink:
         return crypto.encrypt_packet(header, _DATAGRAM_NO_LENGTH + payload, number)
 
     def open_datagram(self, data: bytes) -> bytes | None:
-        """Decrypt a 1-RTT packet that holds exactly one DATAGRAM frame and return its data.
+        """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
-        Returns None when the packet holds anything else (ACKs, streams, pings), does not
+        Returns None when the packet contains anything else (ACKs, streams, pings), does not
         decrypt, or is a replay; the caller then hands the packet to `receive` unchanged.
         """
         connection = self.connection
@@ -386,8 +386,8 @@ class PeerLink:
             return None
         if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
             return None
-        # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets; aioquic never
-        # sees these ones, so a sliding window rejects replays.
+        # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets. aioquic never
+        # processes these ones, so a sliding window rejects replays.
         if not self._replay.accept(number):
             self.stats.drop("replay")
             return b""
@@ -396,7 +396,7 @@ class PeerLink:
         return plain[1:]
 
     def datagrams(self, now: float) -> list[bytes]:
-        """The UDP payloads aioquic wants sent now (to `remote`)."""
+        """Return the UDP payloads aioquic has queued for `remote`."""
         return [data for data, _addr in self.connection.datagrams_to_send(now=now)]
 
 

@@ -162,7 +162,7 @@ class SuperPeers:
         self.flush(now)
 
     def best(self) -> SuperPeerSession | None:
-        """The authenticated session with the lowest round-trip time, if any."""
+        """Return the authenticated session with the lowest round-trip time, if any."""
         ready = [session for session in self.sessions if session.authenticated]
         return min(ready, key=lambda session: session.rtt, default=None)
 

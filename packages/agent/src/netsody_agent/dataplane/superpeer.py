@@ -5,7 +5,7 @@ reflexive address the super peer observes is the NAT mapping peers must target (
 docs/superpeer-protocol.md). It opens two extended CONNECT requests on that connection:
 
 - the signaling stream (`netsody-signal`), driven by `wire.SignalingClient`: authentication,
-  host candidates, `ConnectRequest` for peers and the `PeerCandidates` answers;
+  host candidates, `ConnectRequest` for peers and the `PeerCandidates` replies;
 - the bound CONNECT-UDP relay tunnel: the super peer binds a public UDP port for this agent,
   and UDP payloads to and from peers travel as HTTP datagrams with an address prefix.
 
