@@ -119,7 +119,7 @@ def nodes(draw: st.DrawFn, network: IPv4Network, groups: list[str]) -> list[Node
     capacity = network.num_addresses - 3
     hostnames = draw(hostname_lists)
     offsets = list(dict.fromkeys(1 + number % capacity for number in draw(index_lists)))
-    offsets += [offset for offset in range(1, 7) if offset not in offsets]
+    offsets += [offset for offset in range(1, min(capacity, 6) + 1) if offset not in offsets]
     keys = draw(pk_lists)
     result = []
     for hostname, offset, pk in zip(hostnames, offsets, keys, strict=False):
