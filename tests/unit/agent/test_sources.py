@@ -174,3 +174,68 @@ def test_settings_repr_hides_secrets() -> None:
     assert "nsn_secret" not in repr(settings)
     assert "hunter2" not in repr(settings)
     assert settings.find_network("https://u:***@h.example/n.toml") is not None
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_source_trusts_ssl_cert_file(server, tmp_path, monkeypatch) -> None:
+    import ssl
+
+    cert_path, key_path = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    url = _url(server).replace("http://", "https://")
+
+    untrusted = HttpsSource("url-1", url, poll_seconds=0)
+    try:
+        with pytest.raises(ConfigSourceError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.next()
+    finally:
+        await untrusted.close()
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+    trusted = HttpsSource("url-1", url, poll_seconds=0)
+    try:
+        snapshot = await trusted.next()
+    finally:
+        await trusted.close()
+    assert snapshot is not None
+    assert snapshot.networks[0].document == BODY

@@ -146,7 +146,13 @@ def _peer_endpoint(text: str) -> tuple[str, str, int]:
 
 
 def _add_network(commands: Any, common: argparse.ArgumentParser) -> None:
-    network = commands.add_parser("network", help="manage manually managed networks")
+    network = commands.add_parser(
+        "network",
+        help="manage manually managed networks",
+        description="Manage networks read from a file:// or https:// URL. An https:// server "
+        "must have a certificate trusted by the system, or by the CA file that SSL_CERT_FILE "
+        "names in the daemon's environment.",
+    )
     actions = network.add_subparsers(dest="action", required=True, metavar="ACTION")
     helps = {
         "add": "add a network from a file:// or https:// URL "
