@@ -26,6 +26,7 @@ FORWARD_CHAIN = "NETSODY-FWD"
 NAT_CHAIN = "NETSODY-NAT"
 IP_FORWARD_PATH = Path("/proc/sys/net/ipv4/ip_forward")
 COMMAND_TIMEOUT_SECONDS = 10
+RESOLVED_RUNTIME_DIR = Path("/run/systemd/resolve")
 
 
 def run_command(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -219,16 +220,20 @@ def _parse_rule(line: str) -> GatewayRule:
 
 
 class ResolvectlDns:
-    """Routes `~netsody.me` queries to the agent's resolver through systemd-resolved."""
+    """Routes `~netsody.me` queries to the agent's resolver through systemd-resolved.
 
-    def __init__(self, device: str) -> None:
+    The settings are per link, so systemd-resolved drops them itself when the TUN device goes.
+    """
+
+    def __init__(self, device: str, runtime_dir: Path = RESOLVED_RUNTIME_DIR) -> None:
         self.device = device
+        self.runtime_dir = runtime_dir
         self._applied: DnsLink | None = None
 
     def available(self) -> tuple[bool, str]:
         if shutil.which("resolvectl") is None:
             return False, "resolvectl not found: point the system resolver at the agent yourself"
-        if not Path("/run/systemd/resolve").is_dir():
+        if not self.runtime_dir.is_dir():
             return False, "systemd-resolved is not running: point the system resolver at the agent"
         return True, "systemd-resolved"
 
