@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from netsody_agent.daemon import Daemon, DaemonOptions
-from netsody_agent.errors import LocalApiError
+from netsody_agent.errors import AgentError, LocalApiError
 from netsody_agent.localapi import LocalApiClient
 from netsody_agent.reconciler.oslayer import OsLayer, fake_os_layer
 from netsody_common.identity import Identity
@@ -218,3 +218,17 @@ async def test_auth_url_needs_client_id(running) -> None:
         LocalApiError, match="--auth-url and --auth-client-id must be given together"
     ):
         await call(daemon.state_dir, "settings.update", auth_url="https://id.example")
+
+
+async def test_second_daemon_on_same_state_dir_fails(running) -> None:
+    daemon, _ = running
+    second = Daemon(
+        DaemonOptions(state_dir=daemon.state_dir, dns_host="127.0.0.1", dns_port=0),
+        os_layer=fake_os_layer(),
+        dataplane_factory=RecordingDataPlane,
+    )
+    with pytest.raises(AgentError, match="another netsody daemon uses the state directory"):
+        await second.start()
+    await second.stop()
+    status = await call(daemon.state_dir, "status")
+    assert status["identity"] == daemon.pk

@@ -10,7 +10,9 @@ device.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ DEFAULT_DEVICE = "netsody"
 DEFAULT_DNS_HOST = "127.0.0.153"
 DNS_PORT = 53
 APPLY_STOP_TIMEOUT_SECONDS = 60
+LOCK_FILE = "daemon.lock"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class Daemon:
         self._report_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._stopping = False
+        self._lock_fd: int | None = None
 
     @property
     def pk(self) -> str:
@@ -121,6 +125,7 @@ class Daemon:
         if not sys.platform.startswith("linux"):
             raise AgentError(f"netsody run is not supported on this platform ({sys.platform})")
         self.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._lock_state_dir()
         logger.info("netsody agent %s starting, state directory %s", __version__, self.state_dir)
         try:
             self.identity = await asyncio.to_thread(load_or_create_identity, self.state_dir)
@@ -186,7 +191,23 @@ class Daemon:
         if self.tun is not None:
             self.tun.close()
             self.tun = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         logger.info("netsody agent stopped")
+
+    def _lock_state_dir(self) -> None:
+        """Take `<state>/daemon.lock`, so a second daemon cannot take over the socket and TUN."""
+        fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AgentError(
+                f"another netsody daemon uses the state directory {self.state_dir}: stop it "
+                "first or pass another --state-dir"
+            ) from None
+        self._lock_fd = fd
 
     def _open_tun(self) -> None:
         if self._os_layer is not None:
