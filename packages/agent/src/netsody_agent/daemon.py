@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netsody_agent import __version__
+from netsody_agent.apihandlers import handlers
 from netsody_agent.controller import ControllerClient, os_name
 from netsody_agent.desired import DEFAULT_MTU, AppliedNetwork, build_desired
 from netsody_agent.dns import DnsResolver, RecordTable
@@ -140,8 +141,6 @@ class Daemon:
         for state in self._wanted_sources().values():
             self._add_source(state)
         self.request_apply()
-        from netsody_agent.apihandlers import handlers
-
         self.api = LocalApiServer(self.state_dir, handlers(self))
         await self.api.start()
         logger.info("netsody agent started")
