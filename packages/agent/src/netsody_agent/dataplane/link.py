@@ -22,7 +22,9 @@ from typing import Any
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import decode_packet_number
 from aioquic.tls import Epoch
+from cryptography.exceptions import InvalidTag
 
 from netsody_agent.dataplane import handshake
 from netsody_common.identity import Identity
@@ -355,34 +357,58 @@ class PeerLink:
         Call only in state `up`.
         """
         # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
-        # private packet number counter, peer connection ID and 1-RTT crypto pair.
+        # private packet number counter, peer connection ID and 1-RTT keys. It protects the
+        # packet as RFC 9001 section 5 prescribes, with fewer copies than aioquic's own code.
         connection = self.connection
-        crypto = connection._cryptos[Epoch.ONE_RTT]
+        context = connection._cryptos[Epoch.ONE_RTT].send
         number = connection._packet_number
         connection._packet_number = number + 1
-        header = (
-            bytes((_SHORT_HEADER_BITS | (crypto.send.key_phase << 2),))
-            + connection._peer_cid.cid
-            + (number & 0xFFFF).to_bytes(2, "big")
+        aead = context.aead
+        first = _SHORT_HEADER_BITS | (context.key_phase << 2)
+        cid = connection._peer_cid.cid
+        high, low = (number >> 8) & 0xFF, number & 0xFF
+        sealed = aead._aead.encrypt(
+            (aead._iv ^ number).to_bytes(12, "big"),
+            _DATAGRAM_NO_LENGTH + payload,
+            bytes((first,)) + cid + bytes((high, low)),
         )
-        return crypto.encrypt_packet(header, _DATAGRAM_NO_LENGTH + payload, number)
+        # Header protection (RFC 9001 section 5.4): the sample starts 4 bytes after the packet
+        # number, which is 2 bytes into the ciphertext with a 2-byte packet number.
+        mask = context.hp._mask(sealed[2:18])
+        return (
+            bytes((first ^ (mask[0] & 0x1F),))
+            + cid
+            + bytes((high ^ mask[1], low ^ mask[2]))
+            + sealed
+        )
 
     def open_datagram(self, data: bytes) -> bytes | None:
         """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
-        Returns None when the packet contains anything else (ACKs, streams, pings), does not
-        decrypt, or is a replay; the caller then hands the packet to `receive` unchanged.
+        Returns None when the packet contains anything else (ACKs, streams, pings), uses
+        another packet number length or key phase, or does not decrypt; the caller then hands
+        the packet to `receive` unchanged. Returns b"" for a replayed packet.
         """
         connection = self.connection
         space = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
-        if space is None:
+        offset = 1 + len(connection.host_cid)
+        if space is None or len(data) < offset + 20:
             return None
-        crypto = connection._cryptos[Epoch.ONE_RTT]
+        context = connection._cryptos[Epoch.ONE_RTT].recv
+        mask = context.hp._mask(data[offset + 4 : offset + 20])
+        first = data[0] ^ (mask[0] & 0x1F)
+        if first & 0x03 != 1 or (first >> 2) & 1 != context.key_phase:
+            return None
+        high, low = data[offset] ^ mask[1], data[offset + 1] ^ mask[2]
+        number = decode_packet_number((high << 8) | low, 16, space.expected_packet_number)
+        aead = context.aead
         try:
-            _header, plain, number = crypto.decrypt_packet(
-                data, 1 + len(connection.host_cid), space.expected_packet_number
+            plain = aead._aead.decrypt(
+                (aead._iv ^ number).to_bytes(12, "big"),
+                memoryview(data)[offset + 2 :],
+                bytes((first,)) + data[1:offset] + bytes((high, low)),
             )
-        except Exception:
+        except InvalidTag:
             return None
         if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
             return None
