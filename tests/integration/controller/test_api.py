@@ -364,3 +364,10 @@ def test_import_invalid_document_message_matches_common(client_for):
     with pytest.raises(DocumentError) as raised:
         parse_document(text)
     assert response.body["detail"] == str(raised.value)
+
+
+def test_text_with_nul_rejected(client_for):
+    alice = client_for("alice")
+    response = alice.post("/api/networks", {"name": "a\u0000b", "subnet": "10.0.0.0/24"})
+    assert response.status == 400
+    assert "NUL" in response.body["detail"]

@@ -36,7 +36,7 @@ def test_unknown_role_may_do_nothing():
 
 
 def test_require_message_names_role_and_action():
-    with pytest.raises(ForbiddenError, match="role 'member' .* does not allow edit nodes"):
+    with pytest.raises(ForbiddenError, match=r"role .member. .* does not allow edit nodes"):
         permissions.require("member", Action.EDIT_NODES)
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from netsody_controller import __version__, oidc
 from netsody_controller.accounts.api import router as accounts_router
 from netsody_controller.agent.api import router as agent_router
 from netsody_controller.auth import UserAuth
-from netsody_controller.errors import ApiError, ErrorCode
+from netsody_controller.errors import ApiError, ErrorCode, InvalidRequestError
 from netsody_controller.keys.api import router as keys_router
 from netsody_controller.networks.api import router as networks_router
 from netsody_controller.nodes.api import devices_router
@@ -20,6 +22,38 @@ from netsody_controller.nodes.api import router as nodes_router
 from netsody_controller.policies.api import router as policies_router
 
 logger = logging.getLogger(__name__)
+
+
+def _bad_text(value: Any) -> bool:
+    """Tell whether decoded JSON holds a string PostgreSQL cannot store: a NUL character or a
+    lone surrogate (which has no UTF-8 encoding)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_bad_text(key) or _bad_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_bad_text(item) for item in value)
+    return False
+
+
+class TextSafeParser(Parser):
+    """The JSON body parser, rejecting text that the database cannot store."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        data = super().parse_body(request)
+        if _bad_text(data):
+            raise InvalidRequestError(
+                "The request body contains a NUL character or an unpaired UTF-16 surrogate; "
+                "send valid UTF-8 text without NUL"
+            )
+        return data
+
 
 api = NinjaAPI(
     title="Netsody controller",
@@ -29,6 +63,7 @@ api = NinjaAPI(
     docs_url=None,
     openapi_url=None,
     auth=UserAuth(),
+    parser=TextSafeParser(),
 )
 
 
@@ -75,6 +110,9 @@ def _not_found(request: HttpRequest, error: Http404) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
+    if isinstance(error.__cause__, ApiError):
+        # django-ninja wraps parser errors; ours carry the message worth showing.
+        return _api_error(request, error.__cause__)
     code = ErrorCode.INVALID if error.status_code < 500 else ErrorCode.INTERNAL
     return _envelope(request, str(error), code, error.status_code)
 
