@@ -192,9 +192,11 @@ class Topology:
         *argv: str,
         check: bool = True,
         timeout: float = 30.0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace of `role` and return its completed process."""
-        return _run(["ip", "netns", "exec", self.ns(role), *argv], check=check, timeout=timeout)
+        argv = ("ip", "netns", "exec", self.ns(role), *argv)
+        return _run(argv, check=check, timeout=timeout, env=env)
 
     def spawn(
         self,
@@ -443,10 +445,19 @@ def existing_namespaces(prefix: str) -> list[str]:
 
 
 def _run(
-    argv: Sequence[str], *, check: bool = True, timeout: float = 30.0
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **env} if env else None,
     )
     if check and result.returncode != 0:
         raise TopologyError(
