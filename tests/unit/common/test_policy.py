@@ -407,6 +407,12 @@ def test_decide_unknown_direction_raises() -> None:
         compiled.decide("inbound", IP_B, IP_A, TCP, 22, PK_B)
 
 
+def test_decide_reply_unknown_direction_raises() -> None:
+    compiled = compile_for_node(make_document(allow(("ALL",), ("ALL",))), PK_A)
+    with pytest.raises(ValueError, match="direction 'outbound' is invalid"):
+        compiled.decide_reply("outbound", IP_B, IP_A, TCP, 22, PK_B)
+
+
 @pytest.mark.parametrize(
     ("src", "dst", "protocol"),
     [

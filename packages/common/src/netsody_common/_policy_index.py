@@ -75,7 +75,7 @@ def index_for(document: NetworkDocument) -> DocumentIndex:
     index = build_index(document)
 
     # NOTE: no lock here. The callback runs while the garbage collector frees the document,
-    # possibly inside another cache access on the same thread, so a lock could deadlock; single
+    # possibly inside another cache access on the same thread, so a lock could deadlock. Single
     # dict operations are atomic in CPython, and a stale entry fails the identity check above.
     cache = _cache  # bound here because module globals may already be gone at interpreter exit
 

@@ -11,8 +11,8 @@ from netsody_common.document import PortRange, Rule
 
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
 PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
-# Port lists up to this many ports become a frozenset (one hash lookup per packet); larger
-# ones stay a tuple of ranges, because a set of all 65535 ports would take megabytes.
+# Port lists up to this many ports become a frozenset, so a packet costs one hash lookup.
+# Larger ones stay a tuple of ranges, because a set of all 65535 ports would take megabytes.
 MAX_PORT_SET_SIZE = 4096
 
 PortMatch = frozenset[int] | tuple[tuple[int, int], ...] | None

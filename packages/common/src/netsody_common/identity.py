@@ -43,9 +43,9 @@ from netsody_common.errors import NetsodyError
 
 logger = logging.getLogger(__name__)
 
-# About two million SHA-256 evaluations on average (2**21), which CPython's hashlib does in
-# roughly two seconds on one core of a 2-core x86-64 VM measured while writing this module.
-# NOTE: the cost is exponential in the difficulty, so each extra bit doubles the expected time.
+# 2**21 (about two million) SHA-256 evaluations expected. CPython's hashlib computed about one
+# million per second on one core of an x86-64 VM (Python 3.11), so generation takes about two
+# seconds there; this is an estimate for other cores. Each extra bit doubles the expected time.
 DEFAULT_POW_DIFFICULTY = 21
 POW_DIFFICULTY_ENV = "NETSODY_POW_DIFFICULTY"
 MAX_POW_DIFFICULTY = 256
@@ -135,7 +135,7 @@ def verify_pow(pk: str, nonce: int, difficulty: int) -> bool:
 def verify_signature(pk: str, data: bytes, signature: bytes) -> bool:
     """Return whether `signature` is a valid Ed25519 signature of `data` by the key `pk`.
 
-    Returns False (never raises) for a malformed pk or signature.
+    Returns False instead of raising for a malformed pk, signature or data type.
     """
     if not isinstance(pk, str) or not is_valid_pk(pk):
         return False

@@ -2,8 +2,8 @@
 
 Semantics:
 
-- Default deny. Every node is implicitly in group `ALL`; resources are only in the groups they
-  are tagged with (tagging a resource `ALL` makes an `ALL` to `ALL` policy cover it).
+- Default deny. Every node is implicitly in group `ALL`. A resource is only in the groups it
+  is tagged with, so an `ALL` to `ALL` policy covers it only when it is tagged `ALL`.
 - A group used as a destination expands to its nodes and the resources tagged with it;
   `node::<hostname>` names one node and `resource::<dest>` one resource.
 - A policy between two nodes permits traffic in both directions: either node may open a flow,
@@ -86,8 +86,8 @@ class Peer:
     """A node this node may exchange packets with, and what each side may initiate.
 
     `node_rules` is the traffic between the two overlay addresses (None: no node-to-node
-    policy). `reachable` lists the peer's resources this node may use through it as gateway;
-    `served` lists this node's resources the peer may use. `allowed_sources` holds every
+    policy). `reachable` lists the peer's resources this node may use through it as gateway,
+    and `served` lists this node's resources the peer may use. `allowed_sources` contains every
     source network a packet from the peer may carry: its own address and `reachable` networks.
     """
 
@@ -132,6 +132,9 @@ class CompiledNetwork:
     `gateway_duties` maps the destination of each resource this node serves (an IPv4 network,
     or the domain string) to its duty. `hostnames` maps the lowercase hostname of this node and
     of every peer with a node-to-node policy to its overlay address.
+
+    NOTE: the compiled form knows no addresses for domain resources, so `decide` and
+    `is_valid_source` reject their traffic until the data plane adds the resolved addresses.
     """
 
     network_name: str
@@ -217,8 +220,11 @@ class CompiledNetwork:
         port, direction flipped) must be permitted by `decide`. It admits any packet sent from a
         permitted service port, so a data plane with a flow table should prefer that table.
         """
-        flipped = INGRESS if direction == EGRESS else EGRESS if direction == INGRESS else direction
-        return self.decide(flipped, dst_ip, src_ip, protocol, src_port, peer_pk)
+        if direction == EGRESS:
+            return self.decide(INGRESS, dst_ip, src_ip, protocol, src_port, peer_pk)
+        if direction == INGRESS:
+            return self.decide(EGRESS, dst_ip, src_ip, protocol, src_port, peer_pk)
+        raise ValueError(f"direction {direction!r} is invalid: use 'egress' or 'ingress'")
 
     def is_valid_source(self, peer_pk: str, src_ip: IPv4Address | int | str) -> bool:
         """Return whether a packet from `peer_pk` may carry `src_ip` (anti-spoofing).
@@ -293,7 +299,7 @@ def _build_filters(peers: Iterable[Peer]) -> dict[str, _PeerFilter]:
 
 @dataclass
 class _Grants:
-    """What one node may do, collected policy by policy before the peers are built."""
+    """Permissions of one node, collected policy by policy before the peers are built."""
 
     pair_masks: dict[tuple[Rule, ...], int] = field(default_factory=dict)
     reach: dict[int, set[tuple[Rule, ...]]] = field(default_factory=dict)
@@ -348,31 +354,31 @@ def _assemble(index: DocumentIndex, position: int, grants: _Grants) -> CompiledN
     reachable = _reachable_by_gateway(index, position, grants)
     served, duties = _served_by_client(index, grants)
     peer_positions = sorted(set(pair_rules) | set(reachable) | set(served))
-    peers = []
-    for peer_position in peer_positions:
-        other = document.nodes[peer_position]
-        peers.append(
-            Peer(
-                pk=other.pk,
-                hostname=other.hostname,
-                ip=other.ip,
-                node_rules=pair_rules.get(peer_position),
-                reachable=tuple(reachable.get(peer_position, ())),
-                served=tuple(served.get(peer_position, ())),
-            )
+    peers = tuple(
+        Peer(
+            pk=document.nodes[peer_position].pk,
+            hostname=document.nodes[peer_position].hostname,
+            ip=document.nodes[peer_position].ip,
+            node_rules=pair_rules.get(peer_position),
+            reachable=tuple(reachable.get(peer_position, ())),
+            served=tuple(served.get(peer_position, ())),
         )
+        for peer_position in peer_positions
+    )
+
     routes, domain_routes = _routes(document, position, grants)
     hostnames = {node.hostname.lower(): node.ip}
     for peer_position in sorted(pair_rules):
         other = document.nodes[peer_position]
         hostnames[other.hostname.lower()] = other.ip
+
     return CompiledNetwork(
         network_name=document.name,
         network=document.network,
         pk=node.pk,
         hostname=node.hostname,
         ip=node.ip,
-        peers=tuple(peers),
+        peers=peers,
         routes=routes,
         domain_routes=domain_routes,
         gateway_duties=duties,
@@ -462,7 +468,7 @@ def _routes(
 def view_for_node(document: NetworkDocument, pk: str) -> NetworkDocument:
     """Reduce `document` to what the node with `pk` may see, for the controller to serve.
 
-    The view holds this node (complete), its peers (hostname, ip and pk only), the resources it
+    The view contains this node (complete), its peers (hostname, ip and pk only), the resources it
     may reach or serves (without groups), and explicit `node::`/`resource::` policies with the
     conditions already evaluated. Compiling the view for `pk` gives a `CompiledNetwork` equal to
     compiling the whole document, while other nodes' groups, addresses and versions stay hidden.
