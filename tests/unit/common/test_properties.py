@@ -12,6 +12,7 @@ import tomli_w
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from netsody_common._document_values import parse_ipv4_address
 from netsody_common.document import (
     ALL_GROUP,
     Conditions,
@@ -279,3 +280,19 @@ def test_ipv6_condition_round_trips() -> None:
     )
     document = NetworkDocument("", network, (node,), (policy,), ())
     assert parse_document(render_document(document)) == document
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789.", max_size=16),
+        st.integers(0, 2**32 - 1).map(lambda number: str(IPv4Address(number))),
+        st.text(max_size=16),
+    )
+)
+def test_ipv4_parser_matches_standard_library(text: str) -> None:
+    try:
+        expected: IPv4Address | None = IPv4Address(text)
+    except ValueError:
+        expected = None
+    assert parse_ipv4_address(text) == expected

@@ -21,6 +21,9 @@ from ipaddress import (
 from typing import Any
 
 DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_OCTET = r"(0|[1-9][0-9]{0,2})"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")
+MAX_OCTET = 255
 _DOTTED_NUMBERS = re.compile(r"[0-9./]+\Z")
 MAX_DOMAIN_LENGTH = 253
 
@@ -133,11 +136,22 @@ def read_str_list(
 
 
 def parse_ipv4_address(text: str) -> IPv4Address | None:
-    """Return the IPv4 address written in dotted-quad form, or None."""
-    try:
-        return IPv4Address(text)
-    except (AddressValueError, ValueError):
+    """Return the IPv4 address written in dotted-quad form, or None.
+
+    Accepts exactly what `ipaddress.IPv4Address` accepts from a string (no leading zeros, ASCII
+    digits only), but parses with one regular expression because documents hold thousands of
+    addresses and the standard parser dominated the validation time.
+    """
+    match = _IPV4.match(text)
+    if match is None:
         return None
+    value = 0
+    for octet in match.groups():
+        number = int(octet)
+        if number > MAX_OCTET:
+            return None
+        value = value << 8 | number
+    return IPv4Address(value)
 
 
 def parse_ip_address(text: str) -> IPv4Address | IPv6Address | None:
