@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
 import pytest
@@ -471,6 +473,16 @@ def test_compile_reuses_lookups_for_same_document() -> None:
     first = compile_for_node(document, PK_A)
     assert compile_for_node(document, PK_A) == first
     assert compile_for_node(parse_document(render_document(document)), PK_A) == first
+
+
+def test_compile_cache_releases_document() -> None:
+    """The lookup cache once referenced the document itself, so no document was ever freed."""
+    document = make_document(allow(("staff",), ("servers",)))
+    compile_for_node(document, PK_A)
+    reference = weakref.ref(document)
+    del document
+    gc.collect()
+    assert reference() is None
 
 
 RICH_POLICIES = (

@@ -6,6 +6,7 @@ policy over groups costs a few big-integer ORs instead of a loop over nodes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import weakref
@@ -130,7 +131,8 @@ def build_index(document: NetworkDocument) -> DocumentIndex:
             )
         )
     return DocumentIndex(
-        document=document,
+        # A shallow copy, so that the cache entry does not keep the caller's object alive.
+        document=dataclasses.replace(document),
         position_by_pk=position_by_pk,
         position_by_hostname=position_by_hostname,
         policies=policies,
