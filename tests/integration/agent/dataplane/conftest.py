@@ -283,6 +283,7 @@ def superpeer(pair):
         env=env,
     )
     log.close()
+
     def listening() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"netsody-sp exited:\n{(pair.workdir / 'sp.log').read_text()}")

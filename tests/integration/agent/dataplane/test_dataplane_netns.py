@@ -229,3 +229,19 @@ def test_relay_when_direct_blocked_then_upgrade(pair, superpeer, echo_server):
 
     assert pair.agents["a"].peer()["last_handshake"] == handshake
     assert ping(pair, "a", OVERLAY["b"]).returncode == 0
+
+
+def test_http2_relay_when_udp_blocked(pair, superpeer):
+    # Namespace b reaches namespace a only over TCP: no HTTP/3 to the super peer, no direct UDP.
+    a = UNDERLAY["a"]
+    pair.exec("b", "iptables", "-A", "OUTPUT", "-p", "udp", "-d", a, "-j", "DROP")
+    pair.exec("b", "iptables", "-A", "INPUT", "-p", "udp", "-s", a, "-j", "DROP")
+    pair.start("a", super_peer=superpeer)
+    pair.start("b", super_peer=superpeer)
+    pair.wait_connected("a", "b")
+
+    result = ping(pair, "a", OVERLAY["b"])
+
+    assert result.returncode == 0, result.stdout
+    assert pair.agents["b"].peer()["path"] == "relay-h2"
+    assert pair.agents["b"].status()["super_peers"][0]["transport"] == "h2"

@@ -507,7 +507,9 @@ class DataPlane:
     def _path_kind(
         self, pk: str | None, addr: tuple[str, int], via: SuperPeerSession | None
     ) -> str:
-        if via is not None or addr in self._relay_candidates.get(pk or "", ()):
+        if via is not None:
+            return via.kind
+        if addr in self._relay_candidates.get(pk or "", ()):
             return PATH_RELAY_H3
         return PATH_DIRECT
 
@@ -569,11 +571,12 @@ class DataPlane:
         # packets; the first authenticated reply from a better path wins (`_note_path`).
         targets = [link.remote]
         if link.state != STATE_UP or probe:
-            targets += [
-                candidate
-                for candidate in self._endpoints_of(link.peer_pk or "")
-                if candidate != link.remote
-            ]
+            candidates = self._endpoints_of(link.peer_pk or "")
+            targets += [candidate for candidate in candidates if candidate != link.remote]
+            session = self._relays.best()
+            if link.state != STATE_UP and session is not None and session.kind != PATH_RELAY_H3:
+                # Without HTTP/3 the agent's UDP is likely blocked: try through the tunnel too.
+                targets += [RelayRoute(session, candidate) for candidate in candidates]
         for data in datagrams:
             for target in targets:
                 self._send_to(target, data, link)
@@ -716,6 +719,11 @@ class DataPlane:
         }
         logger.debug("peer %s candidates %s", pk, self._candidates[pk])
         now = self._now()
+        link = self._links.get(pk)
+        if link is not None and type(link.remote) is tuple:
+            kind = self._path_kind(pk, link.remote, None)
+            if kind != link.path:
+                self._set_path(link, link.remote, kind)
         if pk not in self._links:
             self._punch(pk)
         self._dial_missing(now)
@@ -780,6 +788,7 @@ class DataPlane:
                 self._flush(link, now, probe=link.path != PATH_DIRECT)
                 self._arm_timer(link)
             self._relays.flush(now)
+        self._relays.check(now)
         if now - self._last_flow_expiry > 30:
             self._last_flow_expiry = now
             self.enforcer.expire_flows(now)

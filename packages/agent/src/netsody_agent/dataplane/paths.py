@@ -20,6 +20,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from netsody_agent.dataplane.superpeer import SuperPeerSession, parse_super_peer_url
+from netsody_agent.dataplane.superpeer_h2 import H2SuperPeerSession
 from netsody_common import wire
 from netsody_common.identity import Identity
 
@@ -33,6 +34,10 @@ PATH_RANK = {PATH_DIRECT: 0, PATH_RELAY_H3: 1, PATH_RELAY_H2: 2, PATH_NONE: 9}
 # A worse path replaces the current one only when the current one was silent this long.
 PATH_STALE_SECONDS = 3.0
 CONNECT_REQUEST_INTERVAL = 10.0
+# An HTTP/3 session not authenticated after this long (UDP blocked or filtered) makes the agent
+# open the HTTP/2 fallback to the same super peer; a closed one is reopened this often.
+H2_FALLBACK_SECONDS = 3.0
+RECONNECT_SECONDS = 10.0
 SIOCGIFADDR = 0x8915
 
 
@@ -40,7 +45,7 @@ SIOCGIFADDR = 0x8915
 class RelayRoute:
     """Send to `target` through this agent's relay tunnel on `session`."""
 
-    session: SuperPeerSession
+    session: SuperPeerSession | H2SuperPeerSession
     target: tuple[str, int]
 
     def __str__(self) -> str:
@@ -94,11 +99,14 @@ class SuperPeers:
         self._requested: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors: dict[str, str] = {}
+        self._fallbacks: dict[str, H2SuperPeerSession] = {}
+        self._hosts: tuple[wire.Candidate, ...] = ()
+        self._addresses: dict[str, tuple[str, int]] = {}
 
     async def start(self, listen_port: int, exclude_interfaces: set[str]) -> None:
         """Resolve every super peer and open its session; failures are logged and reported."""
         self._loop = asyncio.get_running_loop()
-        hosts = tuple(
+        self._hosts = tuple(
             wire.Candidate(wire.CandidateKind.HOST, ip_address(address), listen_port)
             for address in local_ipv4_addresses(exclude_interfaces)
         )
@@ -112,21 +120,52 @@ class SuperPeers:
                 self._errors[url] = str(error)
                 logger.warning("super peer %s not usable: %s", url, error)
                 continue
-            address = infos[0][4][:2]
-            session = SuperPeerSession(
-                url,
-                address,
-                self.identity,
-                host_candidates=hosts,
-                on_peer_candidates=self._on_peer_candidates,
-                on_relayed=self._on_relayed,
-                cafile=self._cafile,
-            )
-            self.sessions.append(session)
-            self._by_address[address] = session
-            session.connect(self._loop.time())
-            self._dirty.add(session)
+            self._addresses[url] = infos[0][4][:2]
+            self._open_h3(url)
         self.flush(self._loop.time())
+
+    def _open_h3(self, url: str) -> None:
+        assert self._loop is not None
+        address = self._addresses[url]
+        session = SuperPeerSession(
+            url,
+            address,
+            self.identity,
+            host_candidates=self._hosts,
+            on_peer_candidates=self._on_peer_candidates,
+            on_relayed=self._on_relayed,
+            cafile=self._cafile,
+        )
+        self.sessions = [item for item in self.sessions if item.url != url] + [session]
+        self._by_address[address] = session
+        session.connect(self._loop.time())
+        self._dirty.add(session)
+
+    def check(self, now: float) -> None:
+        """Reopen closed HTTP/3 sessions, and fall back to HTTP/2 where HTTP/3 does not work."""
+        for session in list(self.sessions):
+            age = time.monotonic() - session.created
+            if session.closed and age > RECONNECT_SECONDS:
+                logger.info("reconnecting to super peer %s", session.url)
+                self._open_h3(session.url)
+            fallback = self._fallbacks.get(session.url)
+            if session.authenticated or age < H2_FALLBACK_SECONDS:
+                continue
+            if fallback is None or (
+                fallback.closed and time.monotonic() - fallback.created > RECONNECT_SECONDS
+            ):
+                logger.info("super peer %s unreachable over HTTP/3, trying HTTP/2", session.url)
+                fallback = H2SuperPeerSession(
+                    session.url,
+                    self.identity,
+                    host_candidates=self._hosts,
+                    on_peer_candidates=self._on_peer_candidates,
+                    on_relayed=self._on_relayed,
+                    cafile=self._cafile,
+                )
+                self._fallbacks[session.url] = fallback
+                fallback.start()
+        self.flush(now)
 
     def session_for(self, address: tuple[str, int]) -> SuperPeerSession | None:
         return self._by_address.get(address)
@@ -135,7 +174,7 @@ class SuperPeers:
         session.receive(data, now)
         self._dirty.add(session)
 
-    def mark(self, session: SuperPeerSession) -> None:
+    def mark(self, session: Any) -> None:
         self._dirty.add(session)
 
     def flush(self, now: float) -> None:
@@ -161,10 +200,11 @@ class SuperPeers:
         self._dirty.add(session)
         self.flush(now)
 
-    def best(self) -> SuperPeerSession | None:
-        """Return the authenticated session with the lowest round-trip time, if any."""
-        ready = [session for session in self.sessions if session.authenticated]
-        return min(ready, key=lambda session: session.rtt, default=None)
+    def best(self) -> SuperPeerSession | H2SuperPeerSession | None:
+        """Return the authenticated session to use: HTTP/3 before HTTP/2, then lowest RTT."""
+        ready: list[Any] = [session for session in self.sessions if session.authenticated]
+        ready += [session for session in self._fallbacks.values() if session.authenticated]
+        return min(ready, key=lambda session: (PATH_RANK[session.kind], session.rtt), default=None)
 
     def request_peer(self, pk: str, now: float) -> None:
         """Ask the best super peer for `pk`'s candidates, at most every 10 seconds per peer."""
@@ -180,10 +220,18 @@ class SuperPeers:
     def status(self) -> list[dict[str, Any]]:
         result = []
         for url in self.urls:
-            session = next((item for item in self.sessions if item.url == url), None)
+            session: Any = next((item for item in self.sessions if item.url == url), None)
+            fallback = self._fallbacks.get(url)
+            if (
+                fallback is not None
+                and fallback.authenticated
+                and not (session is not None and session.authenticated)
+            ):
+                session = fallback
             result.append(
                 {
                     "url": url,
+                    "transport": "h2" if session is fallback and session else "h3",
                     "connected": bool(session and session.authenticated),
                     "relay_addresses": [f"{h}:{p}" for h, p in session.relay_addresses]
                     if session
@@ -195,6 +243,8 @@ class SuperPeers:
         return result
 
     def close(self, now: float) -> None:
+        for fallback in self._fallbacks.values():
+            fallback.close()
         for session in self.sessions:
             session.close()
             self._dirty.add(session)

@@ -62,6 +62,8 @@ class SuperPeerSession:
     the session's state.
     """
 
+    kind = "relay-h3"
+
     def __init__(
         self,
         url: str,
@@ -103,6 +105,7 @@ class SuperPeerSession:
         else:
             config.verify_mode = ssl.CERT_REQUIRED
         self.quic = QuicConnection(configuration=config)
+        self.created = time.monotonic()
         self.h3: H3Connection | None = None
         self.timer_handle: Any = None
 
