@@ -16,7 +16,7 @@ app.autodiscover_tasks(["netsody_controller.networks"])
 
 @setup_logging.connect
 def _use_django_logging(**_: object) -> None:
-    """Keep Celery from installing its own handlers; Django's LOGGING applies."""
+    """Keep Celery from installing its own handlers, so Django's LOGGING applies."""
     import logging.config
 
     from django.conf import settings

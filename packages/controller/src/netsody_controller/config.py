@@ -49,7 +49,7 @@ def env_str(env: Environ, name: str, default: str = "") -> str:
 
 
 def env_int(env: Environ, name: str, default: int, *, minimum: int = 0) -> int:
-    """Return the variable as an integer of at least `minimum`; empty or unset gives `default`."""
+    """Return the variable as an integer of at least `minimum`, or `default` when empty or unset."""
     raw = env_str(env, name)
     if not raw:
         return default
@@ -204,7 +204,7 @@ def load_or_create_secret(path: Path) -> bytes:
 
 def _read_secret(path: Path) -> bytes:
     mode = path.stat().st_mode
-    # SECURITY: the secret derives every node credential; a readable copy lets anyone mint them.
+    # SECURITY: every node credential derives from this secret, so a readable copy mints them.
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"NETSODY_CONTROLLER_SECRET_PATH={path} is readable by group or others "

@@ -108,7 +108,7 @@ class TtlCache(Generic[K, V]):
                 self._entries.popitem(last=False)
 
     def discard_where(self, predicate: Callable[[K, V], bool]) -> int:
-        """Remove the entries for which `predicate(key, value)` holds; return how many."""
+        """Remove the entries for which `predicate(key, value)` is true and return their count."""
         with self._lock:
             doomed = [key for key, (_, value) in self._entries.items() if predicate(key, value)]
             for key in doomed:
@@ -134,7 +134,7 @@ class CredentialVerifier:
         )
 
     def verify(self, token: str) -> ParsedCredential | None:
-        """Return the parsed credential when its MAC matches; the device must still be checked."""
+        """Return the parsed credential when its MAC matches. Callers still check the device."""
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(key)
         if cached is not None:

@@ -1,5 +1,9 @@
 """URL routes: the API, its OpenAPI document and Swagger UI, and the health checks."""
 
+import os
+from pathlib import Path
+
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from netsody_controller import health, swagger
@@ -15,3 +19,14 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
 ]
+
+# Benchmark baseline only: `benchmarks/controller_bench.py` sets this variable so that the same
+# server also returns a fixed document, to compare with the real config endpoint in one run.
+_static_file = os.environ.get("NETSODY_BENCHMARK_STATIC_FILE", "")
+if _static_file:
+    _static_body = Path(_static_file).read_bytes()
+
+    async def _static_document(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(_static_body, content_type="application/json")
+
+    urlpatterns.append(path("benchmark/static", _static_document))

@@ -8,7 +8,7 @@ from django.db import models
 
 
 class User(models.Model):
-    """A person known by the subject of their OpenID provider; profile fields come from userinfo."""
+    """A person known by their OpenID subject, with profile fields from the userinfo endpoint."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     subject = models.CharField(max_length=255, unique=True)

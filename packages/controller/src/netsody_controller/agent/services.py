@@ -97,7 +97,7 @@ def credential_for(device: Device) -> str:
 
 @transaction.atomic
 def pair(user: User, body: PairIn) -> Device:
-    """Pair a device with a user; pairing again issues a new credential and revokes the old."""
+    """Pair a device with a user. Pairing again issues a new credential and revokes the old one."""
     verify_proof(body, PAIR_PREFIX)
     device = Device.objects.select_for_update().filter(pk_hex=body.pk).first()
     if device is None:
@@ -198,7 +198,7 @@ def _addresses(items: list[str]) -> list[str]:
 
 @transaction.atomic
 def record_status(device: Device, body: StatusIn) -> None:
-    """Store an agent's status report; new facts that policy conditions read bump the revision."""
+    """Store an agent's status report, bumping the revision when facts read by conditions change."""
     device = Device.objects.select_for_update().get(id=device.id)
     addresses = _addresses(body.addresses)
     facts_changed = (device.os, device.agent_version, device.addresses) != (
@@ -223,8 +223,8 @@ def record_status(device: Device, body: StatusIn) -> None:
 
 
 def _networks_with_conditions(device_id: uuid.UUID) -> list[uuid.UUID]:
-    """Return the device's networks whose views depend on node facts (some policy has
-    conditions); other networks need no new revision when a device's facts change."""
+    """Return the device's networks with a policy that has conditions, because only their
+    views depend on node facts."""
     ids = network_ids(device_id)
     with_conditions = Policy.objects.filter(network_id__in=ids).exclude(conditions={})
     return list(with_conditions.values_list("network_id", flat=True).distinct())

@@ -8,7 +8,7 @@ from django.db import models
 
 
 class JoinKey(models.Model):
-    """A join key; only the SHA-256 of its secret is stored, the secret is shown once."""
+    """A join key. Only the SHA-256 of its secret is stored, and the secret is shown once."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     network = models.ForeignKey(

@@ -9,7 +9,7 @@ from django.db.models import Q
 
 
 class Role(models.TextChoices):
-    """A user's role in a network; `permissions.py` holds what each one may do."""
+    """A user's role in a network. `permissions.py` lists what each role may do."""
 
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"
@@ -18,7 +18,7 @@ class Role(models.TextChoices):
 
 
 class Network(models.Model):
-    """An overlay network: a name and an IPv4 subnet; its owner is the membership with OWNER."""
+    """An overlay network with a name and an IPv4 subnet. Its owner is the OWNER membership."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=63)

@@ -182,7 +182,7 @@ def update_member(
 
 
 def remove_member(actor: Membership, target: Membership) -> None:
-    """Remove a member; anybody but the Owner may remove themselves."""
+    """Remove a member. Anybody but the Owner may remove themselves."""
     if target.user_id == actor.user_id and target.role != Role.OWNER:
         target.delete()
         return
@@ -194,7 +194,7 @@ def remove_member(actor: Membership, target: Membership) -> None:
 
 @transaction.atomic
 def transfer_ownership(actor: Membership, new_owner_id: uuid.UUID) -> Membership:
-    """Make another member the Owner; the previous Owner becomes an Admin."""
+    """Make another member the Owner. The previous Owner becomes an Admin."""
     permissions.require(actor.role, Action.TRANSFER_OWNERSHIP)
     Network.objects.select_for_update().get(id=actor.network_id)
     target = member(actor.network_id, new_owner_id)
@@ -260,10 +260,23 @@ def create_invitation(actor: Membership, *, email: str, role: str) -> Invitation
         invited_by_id=actor.user_id,
         expires_at=timezone.now() + INVITATION_LIFETIME,
     )
+    transaction.on_commit(lambda: _queue_invitation_email(invitation.id))
+    return invitation
+
+
+def _queue_invitation_email(invitation_id: uuid.UUID) -> None:
+    from kombu.exceptions import OperationalError
+
     from netsody_controller.networks.tasks import send_invitation_task
 
-    transaction.on_commit(lambda: send_invitation_task.delay(str(invitation.id)))
-    return invitation
+    try:
+        send_invitation_task.delay(str(invitation_id))
+    except (OperationalError, OSError) as error:
+        # The invitation exists and is listed; only its email waits for a working broker.
+        logger.error(
+            "queueing an invitation email failed",
+            extra={"invitation_id": str(invitation_id), "error": str(error)},
+        )
 
 
 def revoke_invitation(actor: Membership, invitation_id: uuid.UUID) -> None:

@@ -19,7 +19,7 @@ MAX_RETRIES = 8
 
 @app.task(bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def send_invitation_task(self, invitation_id: str) -> bool:
-    """Send the email of an invitation once; a repeated run of a sent invitation does nothing."""
+    """Send the email of an invitation once. Running it again for a sent invitation does nothing."""
     with transaction.atomic():
         invitation = (
             Invitation.objects.select_for_update()

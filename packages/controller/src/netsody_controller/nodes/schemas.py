@@ -12,8 +12,8 @@ from pydantic import Field
 
 from netsody_controller.networks.schemas import GroupName
 
-# A node counts as online when its agent reported within this time; agents report at least
-# every 30 seconds while their long poll runs.
+# A node counts as online when its agent was seen within this time. A running agent fetches
+# its configuration at least every 30 seconds (the longest long poll), which refreshes it.
 ONLINE_WINDOW = timedelta(seconds=60)
 
 

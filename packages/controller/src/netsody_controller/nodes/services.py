@@ -20,8 +20,8 @@ from netsody_controller.nodes.models import Device, Node
 logger = logging.getLogger(__name__)
 
 HOSTNAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# Concurrent adds are serialised by the network row lock; the retries only matter where the
-# database has no row locks (SQLite in development).
+# The network row lock serialises concurrent adds. The retries matter only where the database
+# has no row locks (SQLite in development).
 MAX_ASSIGN_ATTEMPTS = 5
 FALLBACK_HOSTNAME = "node"
 
