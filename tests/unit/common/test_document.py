@@ -335,6 +335,11 @@ INVALID_DOCUMENTS = [
         id="group-with-space",
     ),
     pytest.param(
+        with_base(node(hostname="gam\\nma")),
+        f'node[2].hostname: "gam\\nma" is not a valid DNS label: {LABEL_HINT}',
+        id="hostname-with-newline-quoted",
+    ),
+    pytest.param(
         with_base(node(extra='os = ""\n')),
         'node[2].os: "" is empty: remove the key or give a value',
         id="node-os-empty",

@@ -7,6 +7,7 @@ value, or None after adding a line to `Problems` when the value is missing or in
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from ipaddress import (
     AddressValueError,
@@ -47,9 +48,12 @@ def join(path: str, key: str) -> str:
 
 
 def show(value: Any) -> str:
-    """Format a TOML value for a message: strings as written, other types with their TOML type."""
+    """Format a TOML value for a message: plain strings as written, strings with surrounding
+    spaces or control characters quoted and escaped, other types with their TOML type."""
     if isinstance(value, str):
-        return value if value.strip() and value == value.strip() else f'"{value}"'
+        if value.strip() and value == value.strip() and value.isprintable():
+            return value
+        return json.dumps(value, ensure_ascii=False)
     return describe(value)
 
 
