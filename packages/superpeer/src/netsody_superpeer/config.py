@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections per client IP address (default 16)",
     )
     add(
+        "--max-streams-per-connection",
+        type=int,
+        default=32,
+        help="requests one connection may open (default 32)",
+    )
+    add(
         "--max-ports-per-agent",
         type=int,
         default=1,
@@ -210,6 +216,7 @@ def parse_settings(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         prometheus_token=token,
         max_sessions=args.max_sessions,
         max_sessions_per_address=args.max_sessions_per_address,
+        max_streams_per_connection=args.max_streams_per_connection,
         max_ports_per_agent=args.max_ports_per_agent,
         relay_pps=args.relay_pps,
         relay_bps=args.relay_bps,

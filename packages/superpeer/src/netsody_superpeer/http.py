@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from netsody_common.wire import (
@@ -17,7 +18,10 @@ from netsody_common.wire import (
     format_proxy_public_addresses,
 )
 from netsody_superpeer.hub import Connection, Hub, SignalSession
+from netsody_superpeer.logutil import warn_repeated
 from netsody_superpeer.relay import Tunnel
+
+logger = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 _MASQUE_PREFIX = b"/.well-known/masque/udp/"
@@ -65,7 +69,18 @@ class RequestRouter:
             return self._connect(conn, stream_id, headers.get(b":protocol"), path, headers)
         if method in (b"GET", b"HEAD") and path == b"/":
             return self._answer(200, b"netsody super peer\n" if method == b"GET" else b"")
+        self._log_rejected(conn, f"no route for {method!r} {path[:100]!r}")
         return self._answer(404, b"not found\n")
+
+    def _log_rejected(self, conn: Connection, reason: str) -> None:
+        warn_repeated(
+            logger,
+            f"route:{conn.remote_ip}",
+            "rejected request from %s transport=%s: %s",
+            conn.remote_ip,
+            conn.transport_name,
+            reason,
+        )
 
     def _connect(
         self,
@@ -81,12 +96,14 @@ class RequestRouter:
             return route
         if protocol == CONNECT_UDP_PROTOCOL.encode() and path.startswith(_MASQUE_PREFIX):
             return self._relay(conn, stream_id, path, headers)
+        self._log_rejected(conn, f"unknown CONNECT target {protocol!r} {path[:100]!r}")
         return self._answer(404, b"unknown CONNECT target\n", code=ErrorCode.MALFORMED)
 
     def _relay(
         self, conn: Connection, stream_id: int, path: bytes, headers: dict[bytes, bytes]
     ) -> Route:
         if path != RELAY_PATH.encode() or headers.get(BIND_HEADER.encode()) != b"?1":
+            self._log_rejected(conn, "CONNECT-UDP without a wildcard target and connect-udp-bind")
             return self._answer(
                 400,
                 b"only bound tunnels are served: CONNECT-UDP to /.well-known/masque/udp/*/*/ "
