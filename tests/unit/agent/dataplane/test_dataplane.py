@@ -4,6 +4,8 @@ import socket
 import struct
 from types import SimpleNamespace
 
+import pytest
+
 from netsody_agent.dataplane import DataPlane, enforce
 from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats, ReplayWindow
 from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, parse_ipv4
@@ -138,3 +140,35 @@ def test_replay_window_rejects_duplicates_and_old():
     assert not window.accept(11)
     assert window.accept(10_000)
     assert not window.accept(10)
+
+
+DIRECT = ("192.0.2.10", 7000)
+RELAY = ("198.51.100.1", 40000)
+
+
+def path_link(peer_pk, *, remote, path, seen):
+    return SimpleNamespace(state="up", peer_pk=peer_pk, remote=remote, path=path, remote_seen=seen)
+
+
+async def plane_with_relay_candidate(identities):
+    plane, _tun, _link = await plane_with_peer_up(identities)
+    plane._relay_candidates[identities[1].pk] = {RELAY}
+    return plane
+
+
+@pytest.mark.parametrize(
+    ("start", "arrival", "authentic", "now", "expected"),
+    [
+        pytest.param((RELAY, "relay-h3"), DIRECT, True, 100.0, (DIRECT, "direct"), id="upgrade"),
+        pytest.param((RELAY, "relay-h3"), DIRECT, False, 100.0, (RELAY, "relay-h3"), id="forged"),
+        pytest.param((DIRECT, "direct"), RELAY, True, 100.5, (DIRECT, "direct"), id="keep-live"),
+        pytest.param((DIRECT, "direct"), RELAY, True, 110.0, (RELAY, "relay-h3"), id="stale"),
+    ],
+)
+async def test_path_selection(identities, start, arrival, authentic, now, expected):
+    plane = await plane_with_relay_candidate(identities)
+    link = path_link(identities[1].pk, remote=start[0], path=start[1], seen=100.0)
+
+    plane._note_path(link, arrival, None, now, authentic=authentic)
+
+    assert (link.remote, link.path) == expected
