@@ -151,7 +151,14 @@ def parse_database_url(url: str) -> dict[str, object]:
         # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them.
         rest = unquote(url.removeprefix("sqlite://"))
         path = rest[1:] if rest.startswith("/") else rest
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path or ":memory:"}
+        # NOTE: IMMEDIATE takes the write lock when a transaction begins, so concurrent requests
+        # wait up to `timeout` seconds instead of failing with "database is locked" when two
+        # read transactions both try to upgrade to a write.
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path or ":memory:",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
     parts = urlsplit(url)
     if parts.scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
         raise ConfigError(
