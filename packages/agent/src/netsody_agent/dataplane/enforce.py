@@ -43,6 +43,7 @@ DROP_QUEUE_FULL = "queue-full"
 FLOW_IDLE_SECONDS = 180.0
 MAX_FLOWS = 65536
 MAX_DECISIONS = 65536
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Enforcer:
         self._local_networks: list[tuple[int, int]] = []
         self._sources: dict[str, list[tuple[int, int, Any]]] = {}
         self._decisions: dict[tuple, bool] = {}
+        self._source_cache: dict[tuple[str, bytes], Any] = {}
         self._flows: dict[tuple, float] = {}
         self.now = 0.0
         for network in self.networks:
@@ -142,6 +144,16 @@ class Enforcer:
         return None
 
     def _source_network(self, peer_pk: str, src: bytes) -> Any:
+        key = (peer_pk, src)
+        network = self._source_cache.get(key, _MISSING)
+        if network is _MISSING:
+            network = self._find_source_network(peer_pk, src)
+            if len(self._source_cache) >= MAX_DECISIONS:
+                self._source_cache.clear()
+            self._source_cache[key] = network
+        return network
+
+    def _find_source_network(self, peer_pk: str, src: bytes) -> Any:
         address = _to_int(src)
         for network_address, mask, network in self._sources.get(peer_pk, ()):
             if address & mask == network_address:

@@ -27,9 +27,12 @@ from aioquic.tls import Epoch
 from cryptography.exceptions import InvalidTag
 
 from netsody_agent.dataplane import handshake
+from netsody_agent.dataplane.logs import RepeatLimiter
 from netsody_common.identity import Identity
 
 logger = logging.getLogger(__name__)
+# A peer that keeps failing authentication is logged once per minute, the repeats at DEBUG.
+_rejections = RepeatLimiter(logger)
 
 VIRTUAL_ADDRESS = ("0.0.0.0", 0)  # noqa: S104 - a placeholder that aioquic stores, never a bind
 
@@ -313,7 +316,13 @@ class PeerLink:
 
     def fail(self, error: handshake.HandshakeError) -> None:
         """Close the connection because authentication failed, with the error's QUIC code."""
-        logger.warning("peer %s rejected: %s", self.peer_pk or "unknown", error)
+        _rejections.log(
+            logging.WARNING,
+            f"rejected:{self.peer_pk}:{error.code}",
+            "peer %s rejected: %s",
+            self.peer_pk or "unknown",
+            error,
+        )
         self.close_reason = str(error)
         self.state = STATE_CLOSED
         self.connection.close(error_code=error.code, reason_phrase=str(error)[:100])
