@@ -11,7 +11,8 @@ own process, offered the same payloads from the same sender loop.
 
 Each figure is the median over `--runs` runs of `--seconds` seconds: received payload Mbit/s
 and packets/s. coturn is measured when `turnserver` and `turnutils_uclient` are installed
-(Debian package `coturn`), and skipped with a note otherwise.
+(Debian package `coturn`), with coturn's own client relaying between two allocations, and
+skipped with a note otherwise.
 
 With `--sessions N [--transport h3]`, the script instead opens N idle authenticated sessions
 and prints the super peer's resident memory.
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -66,7 +68,8 @@ def load_clients() -> Any:
     """Load the protocol test clients and helpers of the integration tests."""
     path = ROOT / "tests" / "integration" / "superpeer" / "conftest.py"
     spec = importlib.util.spec_from_file_location("superpeer_test_clients", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file loads
     spec.loader.exec_module(module)
@@ -134,10 +137,10 @@ async def relayed_pair(kit: Any, transport: str, port: int, identities: list) ->
 async def wait_for_room(client: Any, transport: str, stream_id: int) -> None:
     if transport == "h3":
         quic = client.protocol._quic
-        while len(quic._datagrams_pending) > 256:
+        while len(quic._datagrams_pending) > 256:  # noqa: ASYNC110 - aioquic offers no event
             await asyncio.sleep(0.0005)
         return
-    while (
+    while (  # noqa: ASYNC110 - h2 offers no event for a reopened window
         client.writer.transport.get_write_buffer_size() > 256 * 1024
         or client.conn.local_flow_control_window(stream_id) < 64 * 1024
     ):
@@ -187,7 +190,8 @@ async def forwarder_run(kit: Any, seconds: float) -> tuple[float, float]:
     receiver.bind(("127.0.0.1", target))
     receiver.setblocking(False)
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    process = subprocess.Popen([sys.executable, "-c", FORWARDER, str(listen), str(target)])
+    command = [sys.executable, "-c", FORWARDER, str(listen), str(target)]
+    process = subprocess.Popen(command)  # noqa: ASYNC220 - returns at once
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.setblocking(False)
     counter = Count()
@@ -232,13 +236,71 @@ def print_drops(listen: str) -> None:
             print(line)
 
 
-def coturn_note() -> str | None:
-    if shutil.which("turnserver") and shutil.which("turnutils_uclient"):
-        return (
-            "coturn is installed, but this script does not drive it yet: "
-            "turnutils_uclient reports no throughput figure comparable to the runs above"
-        )
-    return "coturn skipped: turnserver and turnutils_uclient are not installed (apt-get install coturn)"
+def coturn_run(kit: Any, messages: int) -> tuple[float, float] | None:
+    """Relay through coturn with its own client; None when coturn is not installed.
+
+    `turnutils_uclient -y` relays between two of its clients through the TURN server and
+    reports the received bytes and the transmit time in whole seconds, so this figure is
+    coarser than the others and paced by that client.
+    """
+    if not (shutil.which("turnserver") and shutil.which("turnutils_uclient")):
+        return None
+    port = kit.free_port()
+    relay_ports = kit.free_port_range(32)
+    server = subprocess.Popen(
+        [
+            "turnserver",
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            f"--min-port={relay_ports.start}",
+            f"--max-port={relay_ports.stop - 1}",
+            "--no-auth",
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--log-file=stdout",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        output = subprocess.run(
+            [
+                "turnutils_uclient",
+                "-y",
+                "-l",
+                str(len(PAYLOAD)),
+                "-n",
+                str(messages),
+                "-m",
+                "1",
+                "-z",
+                "0",
+                "-p",
+                str(port),
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
+    finally:
+        server.terminate()
+        server.wait()
+    received = re.findall(
+        r"tot_recv_msgs=(\d+), tot_send_bytes ~ \d+, tot_recv_bytes ~ (\d+)", output
+    )
+    seconds = re.findall(r"Total transmit time is (\d+)", output)
+    if not received or not seconds:
+        return None
+    packets, volume = map(int, received[-1])
+    elapsed = max(int(seconds[-1]), 1)
+    return volume * 8 / elapsed / 1e6, packets / elapsed
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -254,6 +316,10 @@ async def measure(args: argparse.Namespace) -> None:
                         await relay_run(kit, transport, port, identities, args.seconds)
                     )
                 results["forwarder"].append(await forwarder_run(kit, args.seconds))
+            for _ in range(args.runs):
+                coturn = coturn_run(kit, messages=5000)
+                if coturn is not None:
+                    results.setdefault("coturn", []).append(coturn)
             if args.metrics:
                 print_drops(os.environ["NETSODY_PROMETHEUS_LISTEN"])
         finally:
@@ -275,15 +341,18 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     )
     print(f"{'path':<26} {'Mbit/s':>9} {'packets/s':>11} {'vs forwarder':>13}")
     for key, name in names.items():
+        if not results.get(key):
+            print(
+                f"{name:<26} skipped: turnserver and turnutils_uclient are not installed "
+                "(apt-get install coturn)"
+            )
+            continue
         mbps = statistics.median(r[0] for r in results[key])
         pps = statistics.median(r[1] for r in results[key])
         print(f"{name:<26} {mbps:>9.1f} {pps:>11.0f} {mbps / base:>12.2f}x")
     h3 = statistics.median(r[0] for r in results["h3"])
     h2 = statistics.median(r[0] for r in results["h2"])
     print(f"HTTP/2 relay / HTTP/3 relay: {h2 / h3:.2f}")
-    note = coturn_note()
-    if note:
-        print(note)
 
 
 async def keep_alive(channels: list) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from netsody_common.wire import Authenticated, ErrorCode, Rejected, encode_varint
+from netsody_common.wire import (
+    Authenticated,
+    ErrorCode,
+    MessageReader,
+    Rejected,
+    encode_varint,
+    signal_request_headers,
+)
 
 
 def h2_certificate_serial(kit: Any, port: int) -> int:
@@ -179,3 +186,30 @@ def test_invalid_flag_reported(start_superpeer: Any, tmp_path: Any) -> None:
 
     assert superpeer.process.wait(20) == 2
     assert "--proxy-ports: '9-2' is not a port range" in superpeer.log_text()
+
+
+async def test_silent_signaling_stream_times_out(
+    kit: Any, start_superpeer: Any, clients: list, identities: list
+) -> None:
+    superpeer = start_superpeer("--auth-timeout", "1")
+    client = await kit.open_client("h2", superpeer.port)
+    clients.append(client)
+    stream, response = await client.request(signal_request_headers("localhost"))
+    assert response[b":status"] == b"200"
+    reader = MessageReader()
+
+    received = []
+    while not any(isinstance(m, Rejected) for m in received):
+        received.extend(reader.feed(await asyncio.wait_for(stream.data.get(), kit.WAIT)))
+
+    assert received[-1].code == ErrorCode.AUTHENTICATION_TIMEOUT
+    await asyncio.wait_for(client.terminated.wait(), kit.WAIT)
+
+
+async def test_half_open_tcp_closed(start_superpeer: Any, kit: Any) -> None:
+    superpeer = start_superpeer("--handshake-timeout", "1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", superpeer.port)
+    try:
+        assert await asyncio.wait_for(reader.read(), kit.WAIT) == b""
+    finally:
+        writer.close()

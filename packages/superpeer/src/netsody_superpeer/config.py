@@ -142,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections per client IP address (default 16)",
     )
     add(
+        "--auth-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a new signaling stream has to authenticate (default 10)",
+    )
+    add(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to finish the TLS or QUIC handshake (default 10)",
+    )
+    add(
         "--max-streams-per-connection",
         type=int,
         default=32,
@@ -223,6 +235,8 @@ def parse_settings(args: argparse.Namespace, env: Mapping[str, str] | None = Non
         relay_total_bps=args.relay_total_bps,
         relay_idle_timeout=args.relay_idle_timeout,
         session_idle_timeout=args.session_idle_timeout,
+        auth_timeout=args.auth_timeout,
+        handshake_timeout=args.handshake_timeout,
     )
 
 
@@ -260,6 +274,8 @@ def _check_positive(args: argparse.Namespace) -> None:
         "relay_bps",
         "relay_total_bps",
         "relay_idle_timeout",
+        "auth_timeout",
+        "handshake_timeout",
         "session_idle_timeout",
     ):
         if getattr(args, name) <= 0:

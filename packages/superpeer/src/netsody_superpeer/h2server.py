@@ -33,8 +33,8 @@ from netsody_superpeer.relay import Tunnel
 
 logger = logging.getLogger(__name__)
 
-# Receive windows: large enough that a relay tunnel is never blocked by flow control between
-# two WINDOW_UPDATE frames, which we send for every DATA frame.
+# Receive windows: several megabytes, so a relay tunnel is not throttled by flow control between
+# two WINDOW_UPDATE frames (one is sent for every DATA frame received).
 _STREAM_WINDOW = 4 << 20
 _CONNECTION_WINDOW = 16 << 20
 # Unsent TLS output beyond this drops relay datagrams instead of queueing them.
@@ -120,7 +120,7 @@ class H2ServerProtocol(asyncio.Protocol):
     # Connection interface of the hub --------------------------------------------------------
 
     def reflexive_address(self) -> tuple[str, int] | None:
-        return None  # a TCP source port says nothing about the agent's UDP mapping
+        return None  # a TCP source port reveals nothing about the agent's UDP mapping
 
     def send_stream(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
         try:

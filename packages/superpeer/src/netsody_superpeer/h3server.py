@@ -1,6 +1,6 @@
 """HTTP/3 over QUIC (aioquic): one `H3ServerProtocol` per connection, translated to `Hub` calls.
 
-QUIC DATAGRAM frames of relay tunnels are taken before aioquic's HTTP/3 layer sees them, so a
+QUIC DATAGRAM frames of relay tunnels are handled before aioquic's HTTP/3 layer, so a
 relayed datagram creates no HTTP/3 event object.
 """
 

@@ -49,7 +49,7 @@ MAX_PENDING_OUTPUT = 256 * 1024
 
 
 class Connection(Protocol):
-    """One HTTP/3 or HTTP/2 connection, as the hub sees it."""
+    """One HTTP/3 or HTTP/2 connection: the interface through which the hub sends."""
 
     transport_name: str  # "h3" or "h2"
     remote_ip: str
@@ -153,8 +153,8 @@ class SignalSession:
 
     def _authenticate(self, message: Authenticate) -> None:
         hub = self.hub
-        # SECURITY: the signature over our fresh challenge proves the agent holds the key, and
-        # the proof of work makes minting identities expensive.
+        # SECURITY: the signature over our fresh challenge proves that the agent has the private
+        # key, and the proof of work makes minting identities expensive.
         if not verify_signature(
             message.pk, auth_payload(self._challenge, message.pk), message.signature
         ):
