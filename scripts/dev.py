@@ -341,7 +341,7 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
         "",
         "On each device (this machine or a network namespace that reaches "
         f"{public_address(args.host)}), as root:",
-        "  netsody run &",
+        f"  {agent_run_command(args.state_dir.resolve() / 'superpeer' / 'cert.pem')}",
         f"  netsody login --controller {controller} --auth-url {idp} \\",
         f"      --auth-client-id {AGENT_CLIENT_ID} --super-peer {sp_url}",
         f"  (open the printed address, {idp}/device, enter the code and any email address)",
@@ -355,6 +355,17 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
                 f"Not running: {name} (not built yet), so the commands above that use it will fail."
             )
     return "\n".join(lines)
+
+
+def agent_run_command(cert: Path) -> str:
+    """Return the `netsody run` line that makes the agent trust the self-signed super peer."""
+    try:
+        _, help_text = probe([command_path("netsody"), "run"])
+    except SystemExit:
+        help_text = ""
+    if "--super-peer-ca" in help_text:
+        return f"netsody run --super-peer-ca {cert} &"
+    return f"SSL_CERT_FILE={cert} netsody run &"
 
 
 # Supervision

@@ -10,6 +10,7 @@ both through the provider's HTML pages as a person would.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib.util
 import json
@@ -86,6 +87,25 @@ def _load_dev_launcher() -> Any:
     return module
 
 
+def superpeer_certificate(topology: Topology) -> Path:
+    """Return the super peer's self-signed certificate, made on first use."""
+    cert, _ = _load_dev_launcher().ensure_certificate(topology.workdir / "superpeer", SP_ADDRESS)
+    return Path(cert)
+
+
+@functools.cache
+def agent_run_supports(option: str) -> bool:
+    """Return whether `netsody run --help` lists `option`."""
+    result = subprocess.run(
+        [command("netsody"), "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return option in result.stdout
+
+
 # Services
 
 
@@ -124,9 +144,8 @@ class Services:
             self.controller = None
 
     def start_superpeer(self) -> None:
-        cert, key = _load_dev_launcher().ensure_certificate(
-            self.topology.workdir / "superpeer", SP_ADDRESS
-        )
+        cert = superpeer_certificate(self.topology)
+        key = cert.with_name("key.pem")
         argv = [
             command("netsody-sp"),
             *("--listen", f"{SP_ADDRESS}:{SP_PORT}", "--cert", str(cert), "--key", str(key)),
@@ -268,11 +287,19 @@ class Agent:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**POW_ENV, "NETSODY_STATE_DIR": str(self.topology.workdir / f"agent-{self.device}")}
+        # SSL_CERT_FILE makes Python's default TLS context trust the self-signed super peer.
+        return {
+            **POW_ENV,
+            "NETSODY_STATE_DIR": str(self.topology.workdir / f"agent-{self.device}"),
+            "SSL_CERT_FILE": str(superpeer_certificate(self.topology)),
+        }
 
     def start(self) -> None:
+        argv = [command("netsody"), "run"]
+        if agent_run_supports("--super-peer-ca"):
+            argv += ["--super-peer-ca", str(superpeer_certificate(self.topology))]
         self.process = self.topology.spawn(
-            self.role, [command("netsody"), "run"], name=f"agent-{self.device}", env=self.env
+            self.role, argv, name=f"agent-{self.device}", env=self.env
         )
         wait_for(self.responds, f"netsody status in {self.role}")
 
