@@ -9,6 +9,7 @@ import pytest
 from netsody_agent.dataplane import DataPlane, enforce
 from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats, ReplayWindow
 from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, parse_ipv4
+from netsody_agent.dataplane.superpeer import SuperPeerError, parse_super_peer_url
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
 
@@ -172,3 +173,24 @@ async def test_path_selection(identities, start, arrival, authentic, now, expect
     plane._note_path(link, arrival, None, now, authentic=authentic)
 
     assert (link.remote, link.path) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("https://sp.example.com/", ("sp.example.com", 443), id="default-port"),
+        pytest.param("https://sp.example.com:8443", ("sp.example.com", 8443), id="explicit-port"),
+        pytest.param("sp.example.com", ("sp.example.com", 443), id="no-scheme"),
+    ],
+)
+def test_super_peer_url_parsed(url, expected):
+    assert parse_super_peer_url(url) == expected
+
+
+def test_super_peer_url_with_other_scheme_rejected():
+    with pytest.raises(SuperPeerError) as raised:
+        parse_super_peer_url("http://sp.example.com")
+
+    assert str(raised.value) == (
+        "invalid super peer URL 'http://sp.example.com': use https://HOST[:PORT]"
+    )

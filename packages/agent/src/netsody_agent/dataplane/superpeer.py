@@ -33,7 +33,9 @@ from netsody_common.identity import Identity
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8443
+# A URL without a port means the standard HTTPS port: operators publish the super peer on
+# TCP 443 (HTTP/2) and UDP 443 (HTTP/3) in front of its 8443 listener.
+DEFAULT_PORT = 443
 # The outer QUIC packets to the super peer carry relayed peer packets of up to
 # link.RELAY_UDP_PAYLOAD bytes plus the HTTP datagram and address prefixes.
 SUPER_PEER_UDP_PAYLOAD = 1472
@@ -46,7 +48,7 @@ class SuperPeerError(ValueError):
 
 
 def parse_super_peer_url(url: str) -> tuple[str, int]:
-    """Return (host, port) of a super peer URL such as `https://sp.example.com:8443`."""
+    """Return (host, port) of a super peer URL such as `https://sp.example.com/` (port 443)."""
     parts = urlsplit(url if "://" in url else f"https://{url}")
     if parts.scheme != "https" or not parts.hostname:
         raise SuperPeerError(f"invalid super peer URL {url!r}: use https://HOST[:PORT]")
