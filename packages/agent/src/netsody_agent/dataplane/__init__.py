@@ -3,10 +3,11 @@
 Seam for the daemon::
 
     tun = open_tun("netsody")                 # netsody_agent.tun; the daemon sets address/MTU/up
-    plane = DataPlane(identity, tun, super_peers=["https://sp.example:8443"], listen_port=0)
-    await plane.start()                       # binds the UDP socket, starts reading the TUN
+    plane = DataPlane(identity, tun, super_peers=["https://sp.example.com/"], listen_port=0)
+    await plane.start()                       # binds the UDP socket, opens super peer sessions
     await plane.apply(networks)               # list[CompiledNetwork], on every config revision
     plane.status()                            # dict, see `DataPlane.status`
+    plane.set_super_peers(urls)               # after a settings change; sessions reconnect
     await plane.stop()                        # closes connections and the socket, not the TUN
 
 `apply` connects to every peer that a policy permits and closes connections to peers that are
@@ -17,10 +18,19 @@ One QUIC connection (aioquic, ALPN `netsody/1`) per peer carries IP packets in D
 (RFC 9221), several packets per frame when they fit. The peer with the lower pk dials; the
 other side dials too when no connection came up within `DIAL_GRACE_SECONDS`, and duplicate
 connections are resolved in `_on_link_up`. Both ends authenticate by their identity keys (see
-`handshake`). One UDP socket carries every peer connection, demultiplexed by QUIC connection ID.
+`handshake`). IP packets take a fast path that seals them with the connection's 1-RTT keys
+(`PeerLink.seal_datagram`) instead of aioquic's send loop.
+
+One UDP socket carries every peer connection and the HTTP/3 sessions with the super peers
+(`paths.SuperPeers`), so the NAT mapping the super peer observes is the one peers must target.
+Peers without a known address are looked up through the super peer with the lowest RTT, which
+sends both sides each other's candidates (host, reflexive, relay). Paths in order of preference:
+direct, relay over HTTP/3 (a peer's relay port, or this agent's own tunnel), relay over HTTP/2
+when the HTTP/3 session does not come up. Keepalives probe the other candidates, and an
+authenticated packet from a better path moves the connection there without a new handshake.
 
 Every TUN packet passes the egress rules and every peer packet the anti-spoofing check and the
-ingress rules (`enforce.Enforcer`). A packet larger than the link can carry gets an ICMP
+ingress rules (`enforce.Enforcer`). A packet larger than the path carries gets an ICMP
 "fragmentation needed" back on the TUN device when it has DF set, and is dropped otherwise.
 """
 
@@ -241,7 +251,9 @@ class DataPlane:
         `{"listen_port": int, "drops": {reason: count}, "peers": [{"pk", "hostname", "ip",
         "path" ("direct", "relay-h3", "relay-h2" or "none"), "state", "last_handshake" (Unix
         time or None), "bytes_in", "bytes_out", "packets_in", "packets_out",
-        "drops": {reason: count}}]}` with one entry per permitted peer.
+        "drops": {reason: count}}], "super_peers": [{"url", "transport" ("h3" or "h2"),
+        "connected", "relay_addresses", "rtt_ms", "error"}]}` with one entry per permitted peer
+        and per configured super peer.
         """
         peers = []
         for pk, entries in sorted(self.enforcer.peers.items()):
