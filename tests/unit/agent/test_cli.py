@@ -147,6 +147,23 @@ def test_other_platform_not_supported(monkeypatch, capsys) -> None:
     assert "not supported on this platform (darwin)" in capsys.readouterr().err
 
 
+def test_run_rejects_missing_super_peer_ca(tmp_path, capsys) -> None:
+    missing = tmp_path / "missing.pem"
+    code = cli.main(["run", "--state-dir", str(tmp_path), "--super-peer-ca", str(missing)])
+    assert code == cli.EXIT_FAILED
+    assert f"super peer CA file {missing} not found" in capsys.readouterr().err
+
+
+def test_super_peer_ca_from_ssl_cert_file(tmp_path, monkeypatch) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert cli._super_peer_ca(None) == str(bundle)
+    assert cli._super_peer_ca(tmp_path / "ca.pem") == str(bundle)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    assert cli._super_peer_ca(None) is None
+
+
 def test_run_rejects_bad_dns_address(tmp_path, capsys) -> None:
     code = cli.main(["run", "--state-dir", str(tmp_path), "--dns-address", "nowhere"])
     assert code == cli.EXIT_USAGE

@@ -28,7 +28,13 @@ class RecordingDataPlane:
     """Test double of `DataPlane`: records every `apply` call."""
 
     def __init__(
-        self, identity: Identity, tun: Any, *, super_peers: list[str], listen_port: int
+        self,
+        identity: Identity,
+        tun: Any,
+        *,
+        super_peers: list[str],
+        listen_port: int,
+        super_peer_cafile: str | None,
     ) -> None:
         self.super_peers = super_peers
         self.applied: list[list[Any]] = []

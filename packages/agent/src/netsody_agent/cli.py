@@ -116,6 +116,13 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         help="UDP port of the data plane (default: 0, any free port)",
     )
     run.add_argument(
+        "--super-peer-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM file of CA certificates that the super peers' TLS certificates must chain "
+        "to (for self-signed super peers); default $SSL_CERT_FILE if set, else the system store",
+    )
+    run.add_argument(
         "--peer-endpoint",
         action="append",
         default=[],
@@ -200,6 +207,21 @@ def _client(args: argparse.Namespace) -> Any:
     return LocalApiClient(args.state_dir)
 
 
+def _super_peer_ca(option: Path | None) -> str | None:
+    """Return the CA file for super peers: the option, else $SSL_CERT_FILE, else None.
+
+    aioquic does not read SSL_CERT_FILE itself, so the agent passes it on.
+    """
+    path = option or (
+        Path(os.environ["SSL_CERT_FILE"]) if os.environ.get("SSL_CERT_FILE") else None
+    )
+    if path is None:
+        return None
+    if not path.is_file():
+        raise AgentError(f"super peer CA file {path} not found: pass an existing PEM file")
+    return str(path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from netsody_agent.daemon import Daemon, DaemonOptions
     from netsody_agent.logsetup import configure_logging
@@ -217,6 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_port=int(port),
         listen_port=args.listen_port,
         peer_endpoints=tuple(args.peer_endpoint),
+        super_peer_ca=_super_peer_ca(args.super_peer_ca),
     )
     asyncio.run(Daemon(options).run())
     return EXIT_OK

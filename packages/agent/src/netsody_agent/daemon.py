@@ -63,6 +63,7 @@ class DaemonOptions:
     dns_port: int = DNS_PORT
     listen_port: int = 0
     peer_endpoints: tuple[tuple[str, str, int], ...] = ()
+    super_peer_ca: str | None = None
 
 
 def load_or_create_identity(state_dir: Path) -> Identity:
@@ -254,6 +255,7 @@ class Daemon:
                 self.tun,
                 super_peers=list(self.settings.super_peers),
                 listen_port=self.options.listen_port,
+                super_peer_cafile=self.options.super_peer_ca,
             )
             await self.dataplane.start()
             for pk, host, port in self.options.peer_endpoints:
