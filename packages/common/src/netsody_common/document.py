@@ -1,6 +1,8 @@
 """The network document: the TOML description of one overlay network, parsed and validated.
 
-A document looks like this (every key below the comment lines is optional)::
+A document looks like this. The required keys are `network`, a node's `hostname`, `ip` and
+`pk`, a resource's `dest` and `gw`, a policy's `source_groups` and `destination_groups`, and a
+rule's `protocol`. Every other key is optional::
 
     name = "office"
     network = "10.1.0.0/24"
