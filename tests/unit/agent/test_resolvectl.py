@@ -1,7 +1,7 @@
 """The systemd-resolved wiring, with a recording stand-in for `resolvectl`.
 
 systemd-resolved cannot run in this test environment, so a script named `resolvectl` on PATH
-records its arguments instead; the test checks the commands the agent issues.
+records its arguments instead. The tests check the commands the agent issues.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every command except `run` and `version` calls the daemon through the local API (a Unix socket
 in the state directory), so the daemon must be running. `login` runs the OAuth 2.0 device flow
 in this process, because it prints to the user's terminal, and then hands the access token to
-the daemon, which holds the identity key and signs the pairing. The secret key never leaves
+the daemon, which keeps the identity key and signs the pairing. The secret key never leaves
 the daemon, and `login` works for a user holding the local token as well as for root.
 """
 

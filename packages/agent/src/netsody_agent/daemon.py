@@ -170,6 +170,7 @@ class Daemon:
             await self.runner.stop(state)
         self.sources.clear()
         await self._stop_apply_loop()
+
         if self._report_task is not None:
             self._report_task.cancel()
             await asyncio.gather(self._report_task, return_exceptions=True)
@@ -178,6 +179,7 @@ class Daemon:
                 await self.dataplane.stop()
             except Exception:
                 logger.exception("stopping the data plane failed")
+
         if self.reconciler is not None:
             try:
                 errors = await asyncio.to_thread(self.reconciler.teardown)
