@@ -194,26 +194,30 @@ def conditions_hold(conditions: Conditions, node: Node) -> bool:
     A condition on a node attribute the document does not give (no `addresses`, `os` or
     `agent_version`) fails, so a policy with conditions never applies to unknown nodes.
     """
-    if conditions.source_networks_in and not any(
-        _address_in(address, conditions) for address in node.addresses
+    # The cheapest checks come first, because a compile evaluates each condition for every node.
+    if conditions.os_types and (
+        node.os is None or node.os.casefold() not in _casefolded(conditions.os_types)
     ):
         return False
-    if conditions.source_networks_out and (
-        not node.addresses
-        or any(_address_in(address, conditions, outside=True) for address in node.addresses)
-    ):
+    if conditions.agent_versions and node.agent_version not in conditions.agent_versions:
         return False
     if conditions.min_agent_version is not None and not _version_at_least(
         node.agent_version, conditions.min_agent_version
     ):
         return False
-    if conditions.agent_versions and node.agent_version not in conditions.agent_versions:
+    if conditions.source_networks_in and not any(
+        _address_in(address, conditions) for address in node.addresses
+    ):
         return False
-    if conditions.os_types:
-        wanted = {os_type.casefold() for os_type in conditions.os_types}
-        if node.os is None or node.os.casefold() not in wanted:
-            return False
-    return True
+    return not conditions.source_networks_out or bool(
+        node.addresses
+        and not any(_address_in(address, conditions, outside=True) for address in node.addresses)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _casefolded(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name.casefold() for name in names)
 
 
 def _address_in(
