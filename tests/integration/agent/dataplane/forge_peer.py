@@ -4,7 +4,8 @@
 
 Dials the acceptor with the identity at IDENTITY, completes the handshake, then sends COUNT
 ICMP echo requests from FORGED_SRC to DST inside the authenticated connection. Exits 0 once they
-are sent, 2 when the handshake did not complete within 15 seconds.
+are sent, 2 when the handshake did not complete within 15 seconds, 3 when the acceptor closed
+the connection (for example because no policy permits this identity).
 """
 
 import socket
@@ -12,7 +13,7 @@ import struct
 import sys
 import time
 
-from netsody_agent.dataplane.link import STATE_UP, PeerLink
+from netsody_agent.dataplane.link import STATE_CLOSED, STATE_UP, PeerLink
 from netsody_agent.dataplane.packet import PROTO_ICMP, build_ipv4, internet_checksum
 from netsody_common.identity import Identity
 
@@ -31,16 +32,20 @@ def main() -> int:
     remote = (host, int(port))
     link = PeerLink.dial(identity, acceptor_pk, now=time.monotonic(), pow_difficulty=8)
     deadline = time.monotonic() + 15
-    while link.state != STATE_UP and time.monotonic() < deadline:
+    while link.state not in (STATE_UP, STATE_CLOSED) and time.monotonic() < deadline:
         for data in link.datagrams(time.monotonic()):
             sock.sendto(data, remote)
         try:
             data, _addr = sock.recvfrom(65535)
         except TimeoutError:
-            link.connection.handle_timer(time.monotonic())
-            continue
-        link.receive(data, time.monotonic())
+            deadline_of_timer = link.connection.get_timer()
+            if deadline_of_timer is not None and time.monotonic() >= deadline_of_timer:
+                link.connection.handle_timer(time.monotonic())
+        else:
+            link.receive(data, time.monotonic())
         link.process_events(lambda *_: None, lambda *_: None, lambda *_: None)
+    if link.state == STATE_CLOSED:
+        return 3
     if link.state != STATE_UP:
         return 2
     for data in link.datagrams(time.monotonic()):

@@ -245,3 +245,50 @@ def test_http2_relay_when_udp_blocked(pair, superpeer):
     assert result.returncode == 0, result.stdout
     assert pair.agents["b"].peer()["path"] == "relay-h2"
     assert pair.agents["b"].status()["super_peers"][0]["transport"] == "h2"
+
+
+NO_POLICY = ""
+
+
+def test_unpermitted_dialer_rejected(pair):
+    # No policy relates a and b, so b rejects a's authenticated connection attempt.
+    pair.write_network(NO_POLICY)
+    agent = pair.start("b")
+    wait_for(lambda: agent.status().get("listen_port") == LISTEN_PORT, "agent b started", pair)
+
+    result = pair.exec(
+        "a",
+        sys.executable,
+        str(FORGE_PEER),
+        str(pair.workdir / "a.key"),
+        pair.identities["b"].pk,
+        UNDERLAY["b"],
+        str(LISTEN_PORT),
+        OVERLAY["a"],
+        OVERLAY["b"],
+        "1",
+        check=False,
+        timeout=30,
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert agent.status()["peers"] == []
+    assert "is not permitted by any policy" in agent.log_path.read_text()
+
+
+def test_removed_peer_disconnected_on_reload(pair):
+    pair.start("a")
+    pair.start("b")
+    pair.wait_connected("a", "b")
+
+    pair.write_network(NO_POLICY)
+    pair.reload("a")
+    pair.reload("b")
+
+    wait_for(
+        lambda: all(pair.agents[side].status().get("peers") == [] for side in ("a", "b")),
+        "both agents to drop the peer",
+        pair,
+    )
+    assert "no policy permits this peer any more" in pair.agents["a"].log_path.read_text()
+    assert ping(pair, "a", OVERLAY["b"], count=1).returncode != 0

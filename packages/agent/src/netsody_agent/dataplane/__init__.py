@@ -607,6 +607,9 @@ class DataPlane:
     def _on_timer(self, link: PeerLink) -> None:
         link.timer_handle = None
         now = self._now()
+        if link.connection.get_timer() is None:
+            # aioquic's handle_timer fails once the connection has terminated.
+            return
         link.connection.handle_timer(now)
         self._service(link, now)
         self._relays.flush(now)

@@ -128,7 +128,8 @@ class SuperPeerSession:
         self._process(now)
 
     def handle_timer(self, now: float) -> None:
-        self.quic.handle_timer(now)
+        if self.quic.get_timer() is not None:
+            self.quic.handle_timer(now)
         self._process(now)
         if self.authenticated and now - self._last_ping > PING_INTERVAL:
             self._last_ping = now
