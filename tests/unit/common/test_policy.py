@@ -363,8 +363,9 @@ def test_gateway_without_clients_has_no_duty() -> None:
 def test_gateway_domain_duty_keyed_by_domain() -> None:
     document = make_document(allow(("staff",), ("resource::*.corp.internal",)))
     gateway = compile_for_node(document, PK_B)
-    assert list(gateway.gateway_duties) == ["*.corp.internal"]
-    assert gateway.gateway_duties["*.corp.internal"].network is None
+    assert gateway.gateway_duties == {}
+    assert list(gateway.domain_gateway_duties) == ["*.corp.internal"]
+    assert gateway.domain_gateway_duties["*.corp.internal"].network is None
 
 
 def test_gateway_reaching_own_resource_has_no_route() -> None:

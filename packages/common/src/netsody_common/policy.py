@@ -129,9 +129,9 @@ class CompiledNetwork:
 
     `routes` maps each reachable IPv4 resource network to its gateway pk, `domain_routes` each
     reachable domain or wildcard domain (resolved by the gateway, so never an IP route).
-    `gateway_duties` maps the destination of each resource this node serves (an IPv4 network,
-    or the domain string) to its duty. `hostnames` maps the lowercase hostname of this node and
-    of every peer with a node-to-node policy to its overlay address.
+    `gateway_duties` maps the IPv4 network of each resource this node serves to its duty, and
+    `domain_gateway_duties` does the same for served domains. `hostnames` maps the lowercase
+    hostname of this node and of every peer with a node-to-node policy to its overlay address.
 
     NOTE: the compiled form knows no addresses for domain resources, so `decide` and
     `is_valid_source` reject their traffic until the data plane adds the resolved addresses.
@@ -145,7 +145,8 @@ class CompiledNetwork:
     peers: tuple[Peer, ...]
     routes: Mapping[IPv4Network, str]
     domain_routes: Mapping[str, str]
-    gateway_duties: Mapping[IPv4Network | str, GatewayDuty]
+    gateway_duties: Mapping[IPv4Network, GatewayDuty]
+    domain_gateway_duties: Mapping[str, GatewayDuty]
     hostnames: Mapping[str, IPv4Address]
     _filters: dict[str, _PeerFilter] = field(repr=False, compare=False, default_factory=dict)
     _ip_int: int = field(repr=False, compare=False, default=0)
@@ -352,7 +353,7 @@ def _assemble(index: DocumentIndex, position: int, grants: _Grants) -> CompiledN
     node = document.nodes[position]
     pair_rules = _rules_by_position(grants.pair_masks)
     reachable = _reachable_by_gateway(index, position, grants)
-    served, duties = _served_by_client(index, grants)
+    served, duties, domain_duties = _served_by_client(index, grants)
     peer_positions = sorted(set(pair_rules) | set(reachable) | set(served))
     peers = tuple(
         Peer(
@@ -382,6 +383,7 @@ def _assemble(index: DocumentIndex, position: int, grants: _Grants) -> CompiledN
         routes=routes,
         domain_routes=domain_routes,
         gateway_duties=duties,
+        domain_gateway_duties=domain_duties,
         hostnames=hostnames,
     )
 
@@ -427,10 +429,11 @@ def _reachable_by_gateway(
 
 def _served_by_client(
     index: DocumentIndex, grants: _Grants
-) -> tuple[dict[int, list[ResourceAccess]], dict[IPv4Network | str, GatewayDuty]]:
+) -> tuple[dict[int, list[ResourceAccess]], dict[IPv4Network, GatewayDuty], dict[str, GatewayDuty]]:
     document = index.document
     served: dict[int, list[ResourceAccess]] = {}
-    duties: dict[IPv4Network | str, GatewayDuty] = {}
+    duties: dict[IPv4Network, GatewayDuty] = {}
+    domain_duties: dict[str, GatewayDuty] = {}
     for resource_position in sorted(grants.duties):
         resource = document.resources[resource_position]
         by_client = _rules_by_position(grants.duties[resource_position])
@@ -442,9 +445,12 @@ def _served_by_client(
             )
             other = document.nodes[client]
             clients.append(GatewayClient(other.pk, other.ip, rules))
-        key: IPv4Network | str = resource.network or resource.dest
-        duties[key] = GatewayDuty(resource.dest, resource.network, tuple(clients))
-    return served, duties
+        duty = GatewayDuty(resource.dest, resource.network, tuple(clients))
+        if resource.network is None:
+            domain_duties[resource.dest] = duty
+        else:
+            duties[resource.network] = duty
+    return served, duties, domain_duties
 
 
 def _routes(
@@ -537,7 +543,7 @@ def _view_policies(
         for rules, targets in targets_by_rules.items()
     ]
     hostname_by_pk = {peer.pk: peer.hostname for peer in compiled.peers}
-    for duty in compiled.gateway_duties.values():
+    for duty in (*compiled.gateway_duties.values(), *compiled.domain_gateway_duties.values()):
         clients_by_rules: dict[RuleSet, list[str]] = {}
         for client in duty.clients:
             entry = NODE_PREFIX + hostname_by_pk[client.pk]
