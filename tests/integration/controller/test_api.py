@@ -371,3 +371,44 @@ def test_text_with_nul_rejected(client_for):
     response = alice.post("/api/networks", {"name": "a\u0000b", "subnet": "10.0.0.0/24"})
     assert response.status == 400
     assert "NUL" in response.body["detail"]
+
+
+def test_unknown_path_and_method_get_envelope(client_for):
+    alice = client_for("alice")
+    missing = alice.get("/api/no-such-thing")
+    assert missing.status == 404
+    assert missing.body["code"] == "not_found"
+    wrong = alice.put("/api/networks", {})
+    assert wrong.status == 405
+    assert wrong.body["code"] == "method_not_allowed"
+    assert "GET" in wrong.headers["Allow"]
+
+
+def test_swagger_ui_configured_for_pkce(django_setup, dev_idp):
+    from django.test import Client
+
+    client = Client()
+    page = client.get("/swagger-ui/")
+    assert page.status_code == 200
+    assert b'"clientId": "netsody-controller"' in page.content
+    assert b"oauth2-redirect.html" in page.content
+    init = client.get("/swagger-ui/init.js").content
+    assert b"usePkceWithAuthorizationCodeGrant: true" in init
+    assert client.get("/swagger-ui/oauth2-redirect.html").status_code == 200
+    assert client.get("/swagger-ui/static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/swagger-ui/static/secret.py").status_code == 404
+    document = client.get("/api-doc").json()
+    flows = document["components"]["securitySchemes"]["OAuth2"]["flows"]
+    discovery = dev_idp.idp.discovery_document()
+    assert flows["authorizationCode"]["authorizationUrl"] == discovery["authorization_endpoint"]
+    assert flows["authorizationCode"]["tokenUrl"] == discovery["token_endpoint"]
+
+
+def test_every_operation_declares_error_statuses(django_setup):
+    from netsody_controller.swagger import openapi_document
+
+    for path, operations in openapi_document()["paths"].items():
+        for method, operation in operations.items():
+            statuses = {str(code) for code in operation["responses"]}
+            assert "422" in statuses or path == "/api/agent/challenge", (method, path)
+            assert "503" in statuses, (method, path)

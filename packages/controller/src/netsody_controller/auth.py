@@ -18,7 +18,7 @@ from ninja.security import HttpBearer
 from netsody_controller import oidc
 from netsody_controller.accounts.models import User
 from netsody_controller.credentials import CredentialVerifier, TtlCache, looks_like_credential
-from netsody_controller.errors import ErrorCode, UnauthenticatedError
+from netsody_controller.errors import ErrorCode, UnauthenticatedError, UnavailableError
 from netsody_controller.logsetup import NODE_ID, USER_ID
 from netsody_controller.nodes.models import Device
 
@@ -33,10 +33,9 @@ _state_lock = threading.Lock()
 
 def _provider(discovery_url: str, audience: str) -> oidc.OidcProvider:
     if not discovery_url or not audience:
-        raise UnauthenticatedError(
+        raise UnavailableError(
             "User sign-in is not configured on this controller: set OAUTH_PATH and "
-            "OAUTH_AUDIENCE (and OAUTH_AGENT_PATH, OAUTH_AGENT_AUDIENCE for agents)",
-            ErrorCode.UNAVAILABLE,
+            "OAUTH_AUDIENCE (and OAUTH_AGENT_PATH, OAUTH_AGENT_AUDIENCE for agents)"
         )
     with _providers_lock:
         provider = _providers.get((discovery_url, audience))

@@ -18,6 +18,9 @@ import sys
 
 SETTINGS_MODULE = "netsody_controller.settings"
 MAX_DEFAULT_WORKERS = 8
+# Idle keep-alive connections stay open longer than the 30 s long poll, so agents reuse them
+# instead of racing the server's close.
+KEEP_ALIVE_SECS = 65
 
 
 def default_workers(env: dict[str, str] | None = None, cpu_count: int | None = None) -> int:
@@ -62,6 +65,7 @@ def _serve(argv: list[str]) -> int:
         proxy_headers=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_SECS,
     )
     return 0
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from netsody_controller.logsetup import NODE_ID, REQUEST_ID, USER_ID
 
@@ -92,6 +92,17 @@ class RequestContextMiddleware:
         return time.monotonic()
 
     def _finish(self, request: HttpRequest, response: HttpResponse, started: float) -> HttpResponse:
+        if response.status_code == 405 and "json" not in response.get("Content-Type", ""):
+            # django-ninja answers a method a path lacks with an empty 405; give it the envelope.
+            allow = response.get("Allow", "")
+            response = JsonResponse(
+                {
+                    "detail": f"Method {request.method} is not allowed here; use {allow}",
+                    "code": "method_not_allowed",
+                },
+                status=405,
+            )
+            response["Allow"] = allow
         response[REQUEST_ID_HEADER] = request.request_id
         if request.path not in _QUIET_PATHS:
             level = logging.WARNING if response.status_code >= 500 else logging.INFO

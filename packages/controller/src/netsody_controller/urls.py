@@ -3,11 +3,28 @@
 import os
 from pathlib import Path
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
 from netsody_controller import health, swagger
 from netsody_controller.api import api
+
+
+def _not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
+    return JsonResponse(
+        {"detail": f"No such path: {request.path}", "code": "not_found"}, status=404
+    )
+
+
+def _server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {"detail": "Internal error; the controller log has the details", "code": "internal_error"},
+        status=500,
+    )
+
+
+handler404 = _not_found
+handler500 = _server_error
 
 urlpatterns = [
     path("api/", api.urls),

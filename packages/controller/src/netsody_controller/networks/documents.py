@@ -14,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 
 from netsody_common.document import (
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 # revision share one database read and one validation.
 DOCUMENT_CACHE_SIZE = 64
 VIEW_CACHE_SIZE = 8192
+# Views in the shared cache are keyed by revision, so they never go stale; the lifetime only
+# bounds the memory that old revisions occupy.
+SHARED_VIEW_TTL_SECS = 3600
 
 
 def document_error(error: DocumentError) -> InvalidRequestError:
@@ -164,9 +168,15 @@ def node_view(network: Network, pk: str) -> str:
         _documents.store(document_key, document)
     view_key = (network.id, network.revision, pk)
     text = _views.fetch(view_key)
+    if text is not None:
+        return text
+    # Other controller processes may have made this view already: share it through the cache.
+    shared_key = f"node-view:{network.id}:{network.revision}:{pk}"
+    text = cache.get(shared_key)
     if text is None:
         text = render_document(view_for_node(document, pk))
-        _views.store(view_key, text)
+        cache.set(shared_key, text, timeout=SHARED_VIEW_TTL_SECS)
+    _views.store(view_key, text)
     return text
 
 
