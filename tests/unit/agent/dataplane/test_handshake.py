@@ -160,3 +160,32 @@ def test_certificate_carries_identity_key(identities):
     certificate = handshake.identity_certificate(identities[1])
 
     assert handshake.certificate_pk(certificate) == identities[1].pk
+
+
+def test_fast_path_packet_opens_once(identities):
+    dialer, acceptor = connect(identities[0], identities[1])
+    packet = bytes(range(256)) * 4
+
+    sealed = dialer.link.seal_datagram(packet)
+
+    assert acceptor.link.open_datagram(sealed) == packet
+    assert acceptor.link.open_datagram(sealed) == b""
+    assert acceptor.link.stats.drops == {"replay": 1}
+
+
+def test_fast_path_packet_tampered_rejected(identities):
+    dialer, acceptor = connect(identities[0], identities[1])
+    sealed = bytearray(dialer.link.seal_datagram(b"x" * 100))
+    sealed[-1] ^= 0x01
+
+    assert acceptor.link.open_datagram(bytes(sealed)) is None
+
+
+def test_fast_path_packet_accepted_by_aioquic(identities):
+    # The sealed packet is a valid QUIC packet of the connection for a generic receiver too.
+    dialer, acceptor = connect(identities[0], identities[1])
+
+    acceptor.link.receive(dialer.link.seal_datagram(b"generic"), 2000.0)
+    acceptor.process()
+
+    assert acceptor.payloads == [b"generic"]

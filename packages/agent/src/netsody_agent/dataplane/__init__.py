@@ -297,9 +297,10 @@ class DataPlane:
             link = self._route_outgoing(packet)
             if link is not None:
                 outgoing.setdefault(link, []).append(packet)
+        # Packets go out on the fast path only (links are up), which leaves aioquic's state
+        # alone, so the links need no servicing here.
         for link, batch in outgoing.items():
             self._send_packets(link, batch)
-            self._service(link, now)
         self._relays.flush(now)
 
     def _route_outgoing(self, packet: bytes) -> PeerLink | None:
@@ -355,9 +356,8 @@ class DataPlane:
     def _queue_payload(self, link: PeerLink, payload: bytes) -> None:
         if link.state == STATE_UP and link.remote is not None:
             self._send_to(link.remote, link.seal_datagram(payload), link)
-            return
-        if not link.send_payload(payload):
-            link.stats.drop(enforce.DROP_QUEUE_FULL)
+        else:
+            link.stats.drop(enforce.DROP_PEER_DOWN)
 
     def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:
         """Send one UDP payload to a peer address or through a relay route."""
