@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "e2e"))
 
-from topology import Topology
+from topology import Topology, TopologyError
 
 IPERF_PORT = 5201
 WG_PORT = 51820
@@ -89,6 +91,12 @@ def measure(topo: Topology, name: str, server: str, client: str, address: str, s
 
 def raw_path(topo: Topology, seconds: int) -> Row:
     topo.forward_port("b", "tcp", IPERF_PORT)
+    # Echo requests to router-b's public address go on to dev-b, so ping measures the same path.
+    topo.run(
+        "router-b",
+        *("iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan", "-p", "icmp"),
+        *("-j", "DNAT", "--to-destination", topo.devices["b"].address),
+    )
     return measure(
         topo,
         "raw routed (NAT port forward)",
@@ -116,6 +124,9 @@ def wireguard(topo: Topology, seconds: int) -> Row:
         ).stdout.strip()
         keys[side] = (private, public)
     workdir = Path(tempfile.mkdtemp(prefix="wg-", dir=topo.workdir))
+    # wireguard-go's control socket /var/run/wireguard/<name>.sock is shared by all namespaces,
+    # so each interface gets a name unique to this run and side.
+    names = {side: f"wg{os.getpid() % 100000}{side}" for side in ("a", "b")}
     for side, address, peer, endpoint in (
         ("a", "10.250.0.1", "b", f"{topo.devices['b'].router_public}:{WG_PORT}"),
         ("b", "10.250.0.2", "a", None),
@@ -124,30 +135,21 @@ def wireguard(topo: Topology, seconds: int) -> Row:
         key_file = workdir / f"{side}.key"
         key_file.write_text(keys[side][0])
         key_file.chmod(0o600)
-        topo.run(role, "wireguard-go", "wg0", env={"WG_PROCESS_FOREGROUND": ""})
+        topo.run(role, "wireguard-go", names[side])
         peer_allowed = "10.250.0.2/32" if side == "a" else "10.250.0.1/32"
-        argv = [
-            "wg",
-            "set",
-            "wg0",
-            "private-key",
-            str(key_file),
-            "peer",
-            keys[peer][1],
-            "allowed-ips",
-            peer_allowed,
-        ]
+        argv = ["wg", "set", names[side], "private-key", str(key_file)]
         argv += ["listen-port", str(WG_PORT)] if side == "b" else []
+        argv += ["peer", keys[peer][1], "allowed-ips", peer_allowed]
         argv += ["endpoint", endpoint, "persistent-keepalive", "1"] if endpoint else []
         topo.run(role, *argv)
-        topo.run(role, "ip", "addr", "add", f"{address}/24", "dev", "wg0")
-        topo.run(role, "ip", "link", "set", "wg0", "mtu", "1420", "up")
+        topo.run(role, "ip", "addr", "add", f"{address}/24", "dev", names[side])
+        topo.run(role, "ip", "link", "set", names[side], "mtu", "1420", "up")
     topo.run("dev-a", "ping", "-c", "3", "-W", "2", "10.250.0.2", check=False)
     try:
         return measure(topo, "wireguard-go", "dev-b", "dev-a", "10.250.0.2", seconds)
     finally:
         for side in ("a", "b"):
-            topo.run(f"dev-{side}", "ip", "link", "del", "wg0", check=False)
+            topo.run(f"dev-{side}", "ip", "link", "del", names[side], check=False)
 
 
 def nebula(topo: Topology, seconds: int) -> Row:
@@ -255,15 +257,26 @@ def netsody_rows(topo: Topology, seconds: int) -> list[Row]:
         first_ping = time.monotonic() - start
     except HarnessError as error:
         reason = f"Netsody not measurable yet: {str(error).splitlines()[0]}"
+        print(f"time from netsody run to the first ping: skipped ({reason})")
+        print(f"time from a policy change in the API to enforcement: skipped ({reason})")
         return [
             Row(name, skipped=reason)
             for name in ("netsody direct", "netsody relay-h3", "netsody relay-h2")
         ]
+    print(f"time from adding the nodes to the first ping a->b: {first_ping:.2f} s")
     rows = [
         measure(topo, "netsody direct", "dev-b", "dev-a", agents["b"].node["ip"], seconds),
         measure(topo, "netsody relay-h3", "dev-a", "dev-c", agents["a"].node["ip"], seconds),
         measure(topo, "netsody relay-h2", "dev-a", "dev-d", agents["a"].node["ip"], seconds),
     ]
+    # The design's "agent start to first ping": restart b with its identity and state present.
+    agents["b"].stop()
+    start = time.monotonic()
+    agents["b"].start()
+    restarted = wait_for(
+        lambda: agents["a"].ping(agents["b"].node["ip"], wait=1), "ping after restart", timeout=60
+    )
+    print(f"time from netsody run (identity present) to the first ping: {restarted:.2f} s")
     policies = admin.call("GET", f"{base}/policies", expect=200)
     start = time.monotonic()
     for policy in policies:
@@ -271,12 +284,19 @@ def netsody_rows(topo: Topology, seconds: int) -> list[Row]:
     enforced = wait_for(
         lambda: not agents["a"].ping(agents["b"].node["ip"], wait=1), "policy enforced", timeout=60
     )
-    print(f"time from the first node add to the first ping a->b: {first_ping:.2f} s")
     print(
         f"time from deleting the policy in the API to blocked traffic: {enforced:.2f} s "
         "(ping granularity 1 s)"
     )
     return rows
+
+
+def guarded(name: str, run: Callable[[Topology, int], Row], topo: Topology, seconds: int) -> Row:
+    """Run one reference measurement; a failure becomes a skipped row with the error."""
+    try:
+        return run(topo, seconds)
+    except (TopologyError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+        return Row(name, skipped=f"failed: {str(error).splitlines()[0]}")
 
 
 # Output
@@ -319,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = [
             raw_path(topo, args.seconds),
-            wireguard(topo, args.seconds),
-            nebula(topo, args.seconds),
+            guarded("wireguard-go", wireguard, topo, args.seconds),
+            guarded("nebula", nebula, topo, args.seconds),
         ]
         if not args.skip_netsody:
             rows += netsody_rows(topo, args.seconds)
