@@ -1,7 +1,9 @@
 """DataPlane decisions that need no socket: oversize packets, drop counters, replay window."""
 
+import importlib.util
 import socket
 import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -194,3 +196,24 @@ def test_super_peer_url_with_other_scheme_rejected():
     assert str(raised.value) == (
         "invalid super peer URL 'http://sp.example.com': use https://HOST[:PORT]"
     )
+
+
+async def test_replayed_packet_does_not_move_path(identities):
+    # Regression: a replay from another address used to count as an authenticated packet.
+    spec = importlib.util.spec_from_file_location(
+        "handshake_tests", Path(__file__).with_name("test_handshake.py")
+    )
+    handshake_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handshake_tests)
+    dialer, acceptor = handshake_tests.connect(identities[0], identities[1])
+    plane = DataPlane(identities[1], MemoryTun(), super_peers=[])
+    link = acceptor.link
+    link.remote, link.path = DIRECT, "direct"
+    plane._by_cid.update(dict.fromkeys(link.host_cids, link))
+    sealed = dialer.link.seal_datagram(tcp_packet(60))
+
+    plane._demultiplex(sealed, DIRECT, 100.0)
+    plane._demultiplex(sealed, RELAY, 100.0)
+
+    assert link.remote == DIRECT
+    assert link.stats.drops.get("replay") == 1

@@ -472,9 +472,11 @@ class DataPlane:
         if link is not None and not long_header and link.state == STATE_UP:
             payload = link.open_datagram(data)
             if payload is not None:
-                link.last_received = now
-                self._note_path(link, addr, via, now, authentic=True)
+                # SECURITY: an empty payload marks a replayed packet, which must not count as
+                # proof that the sender's address is a path of this peer.
                 if payload:
+                    link.last_received = now
+                    self._note_path(link, addr, via, now, authentic=True)
                     self._on_peer_payload(link, payload)
                 return None
         if link is None:
