@@ -90,7 +90,7 @@ def test_datagram_reaches_acceptor_after_handshake(identities):
 
 
 def test_wrong_acceptor_key_rejected(identities):
-    # The dialer expects identities[2] but identities[1] answers.
+    # The dialer expects identities[2] but identities[1] accepts the connection.
     dialer, acceptor = connect(identities[0], identities[1], expected_pk=identities[2].pk)
 
     assert dialer.link.state == STATE_CLOSED

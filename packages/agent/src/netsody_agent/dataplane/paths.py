@@ -35,7 +35,7 @@ PATH_RANK = {PATH_DIRECT: 0, PATH_RELAY_H3: 1, PATH_RELAY_H2: 2, PATH_NONE: 9}
 PATH_STALE_SECONDS = 3.0
 CONNECT_REQUEST_INTERVAL = 10.0
 # An HTTP/3 session not authenticated after this long (UDP blocked or filtered) makes the agent
-# open the HTTP/2 fallback to the same super peer; a closed one is reopened this often.
+# open the HTTP/2 fallback to the same super peer. A closed session is reopened this often.
 H2_FALLBACK_SECONDS = 3.0
 RECONNECT_SECONDS = 10.0
 SIOCGIFADDR = 0x8915
@@ -73,7 +73,7 @@ def local_ipv4_addresses(exclude_interfaces: set[str]) -> list[str]:
 class SuperPeers:
     """The sessions with every configured super peer, sharing the data plane's UDP socket.
 
-    `send(data, address)` sends a UDP payload from the data plane's socket; the data plane
+    `send(data, address)` sends a UDP payload from the data plane's socket. The data plane
     calls `receive` for datagrams from a super peer's address and `flush` after each batch.
     """
 

@@ -206,7 +206,7 @@ class SuperPeerSession:
             if status != b"200":
                 code = headers.get(wire.ERROR_CODE_HEADER.encode(), b"").decode()
                 logger.warning(
-                    "super peer %s refused the relay tunnel: status %s, code %s",
+                    "super peer %s rejected the relay tunnel request: status %s, code %s",
                     self.url,
                     status.decode(),
                     code or "none",

@@ -1,8 +1,9 @@
 """The agent's HTTP/2 session with a super peer, for networks that block UDP.
 
-The same two extended CONNECT requests as over HTTP/3 (`superpeer.SuperPeerSession`), on a TLS
-connection over TCP (RFC 8441): the signaling stream, and the bound CONNECT-UDP relay tunnel,
-whose HTTP datagrams travel as DATAGRAM capsules (RFC 9297 section 3.5) in DATA frames. The
+It opens the same two extended CONNECT requests as over HTTP/3 (`superpeer.SuperPeerSession`),
+on a TLS connection over TCP (RFC 8441): the signaling stream and the bound CONNECT-UDP relay
+tunnel. The tunnel's HTTP datagrams travel as DATAGRAM capsules (RFC 9297 section 3.5) in DATA
+frames. The
 super peer observes no reflexive UDP address over TCP, so this session only ever relays.
 
 Unlike the HTTP/3 session it does its own I/O: an asyncio task reads the TLS stream, and
@@ -146,7 +147,9 @@ class H2SuperPeerSession:
         if stream_id == self._relay_stream:
             if status != "200":
                 logger.warning(
-                    "super peer %s refused the HTTP/2 relay tunnel: status %s", self.url, status
+                    "super peer %s rejected the HTTP/2 relay tunnel request: status %s",
+                    self.url,
+                    status,
                 )
                 return
             value = headers.get(wire.PROXY_PUBLIC_ADDRESS_HEADER.encode(), b"").decode()
