@@ -312,8 +312,8 @@ def test_long_poll_across_processes(client_for, network_of, pair_device, control
 
     waiter = threading.Thread(target=poll)
     waiter.start()
-    # The poll has registered once the first process holds a waiter; renaming through the second
-    # process must then reach it over Redis.
+    # Give the poll a moment to start waiting. Had the rename come first, the poll would still
+    # return the new revision at once, because it compares revisions before it waits.
     waiter.join(timeout=1.0)
     renamed = httpx.patch(
         f"{second.url}/api/networks/{network['id']}",

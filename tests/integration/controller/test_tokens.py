@@ -1,4 +1,4 @@
-"""Rejected user tokens: each failure gets 401 or 403 with a message that says why."""
+"""Rejected user tokens: each failure gets 401 or 403 with a message naming the reason."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def _bad_text(value: Any) -> bool:
-    """Tell whether decoded JSON holds a string PostgreSQL cannot store: a NUL character or a
-    lone surrogate (which has no UTF-8 encoding)."""
+    """Tell whether decoded JSON contains a string PostgreSQL cannot store, with a NUL character
+    or a lone surrogate (which has no UTF-8 encoding)."""
     if isinstance(value, str):
         if "\x00" in value:
             return True
@@ -111,7 +111,7 @@ def _not_found(request: HttpRequest, error: Http404) -> HttpResponse:
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
     if isinstance(error.__cause__, ApiError):
-        # django-ninja wraps parser errors; ours carry the message worth showing.
+        # django-ninja wraps parser errors. Ours carry the message worth showing.
         return _api_error(request, error.__cause__)
     code = ErrorCode.INVALID if error.status_code < 500 else ErrorCode.INTERNAL
     return _envelope(request, str(error), code, error.status_code)
@@ -121,7 +121,7 @@ def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
 def _unexpected(request: HttpRequest, error: Exception) -> HttpResponse:
     logger.error("request failed", extra={"path": request.path}, exc_info=error)
     return _envelope(
-        request, "Internal error; the controller log has the details", ErrorCode.INTERNAL, 500
+        request, "Internal error. The controller log has the details", ErrorCode.INTERNAL, 500
     )
 
 

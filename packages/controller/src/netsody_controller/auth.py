@@ -133,7 +133,7 @@ class UserAuth(HttpBearer):
     def authenticate(self, request, token: str) -> User:  # type: ignore[override]
         if looks_like_credential(token):
             raise UnauthenticatedError(
-                "A node credential is not accepted here; send a user's OIDC access token",
+                "A node credential is not accepted here. Send a user's OIDC access token",
                 ErrorCode.INVALID_TOKEN,
             )
         user = authenticate_user_token(token, agent_client=self.agent_client)

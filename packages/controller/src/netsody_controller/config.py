@@ -2,7 +2,7 @@
 
 Every setting of the controller comes from the environment (the operator's `.env`), read through
 the small helpers here so that a bad value fails at start with a message naming the variable, the
-value and what to write instead. `settings.py` is the only caller; tests call the helpers with an
+value and what to write instead. `settings.py` is the only caller. Tests call the helpers with an
 explicit mapping.
 """
 

@@ -17,7 +17,7 @@ REQUEST_ID = contextvars.ContextVar[str | None]("netsody_request_id", default=No
 USER_ID = contextvars.ContextVar[str | None]("netsody_user_id", default=None)
 NODE_ID = contextvars.ContextVar[str | None]("netsody_node_id", default=None)
 
-# Attributes of every LogRecord; anything else on a record came from `extra=` and is a field.
+# Attributes of every LogRecord. Anything else on a record came from `extra=` and is a field.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
 )
@@ -89,7 +89,7 @@ def logging_config(*, level: str, json_lines: bool) -> dict[str, Any]:
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
-            # Django logs every 4xx as a warning of its own; our middleware logs requests once.
+            # Django logs every 4xx as a warning of its own. Our middleware logs requests once.
             "django.request": {"level": "ERROR"},
             "django.server": {"level": "ERROR"},
             "uvicorn.access": {"level": "WARNING"},

@@ -93,11 +93,11 @@ class RequestContextMiddleware:
 
     def _finish(self, request: HttpRequest, response: HttpResponse, started: float) -> HttpResponse:
         if response.status_code == 405 and "json" not in response.get("Content-Type", ""):
-            # django-ninja answers a method a path lacks with an empty 405; give it the envelope.
+            # django-ninja returns an empty 405 for a method the path lacks: add the envelope.
             allow = response.get("Allow", "")
             response = JsonResponse(
                 {
-                    "detail": f"Method {request.method} is not allowed here; use {allow}",
+                    "detail": f"Method {request.method} is not allowed here. Use {allow}",
                     "code": "method_not_allowed",
                 },
                 status=405,

@@ -62,7 +62,7 @@ class Notifier:
     # Publishing (any thread)
 
     def publish(self, keys: Iterable[str]) -> None:
-        """Announce a committed change; failures are logged, since agents poll again anyway."""
+        """Announce a committed change. Failures are logged, since agents poll again anyway."""
         key_list = sorted(set(keys))
         if not key_list:
             return
@@ -81,7 +81,7 @@ class Notifier:
             self.deliver(key_list)
 
     def deliver(self, keys: Iterable[str]) -> int:
-        """Wake the waiters of this process whose keys match; return how many."""
+        """Wake the waiters of this process whose keys match. Return how many."""
         with self._lock:
             woken: set[_Waiter] = set()
             for key in keys:
@@ -153,7 +153,7 @@ class Notifier:
                         self._on_message(message)
             except (redis.RedisError, OSError) as error:
                 logger.warning(
-                    "config change subscription lost; reconnecting", extra={"error": str(error)}
+                    "config change subscription lost. Reconnecting", extra={"error": str(error)}
                 )
             finally:
                 await client.aclose()

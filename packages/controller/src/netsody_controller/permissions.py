@@ -60,7 +60,7 @@ PERMISSIONS: dict[str, frozenset[Action]] = {
 
 
 def allowed(role: str, action: Action) -> bool:
-    """Tell whether `role` may perform `action`; an unknown role may do nothing."""
+    """Tell whether `role` may perform `action`. An unknown role may do nothing."""
     return action in PERMISSIONS.get(role, frozenset())
 
 
@@ -76,14 +76,14 @@ def require(role: str, action: Action) -> None:
 def check_membership_change(*, actor_role: str, target_role: str, new_role: str | None) -> None:
     """Raise ForbiddenError unless a user of `actor_role` may change a member of `target_role`.
 
-    `new_role` None means removal. Managing users needs MANAGE_USERS; the Owner cannot be
+    `new_role` None means removal. Managing users needs MANAGE_USERS. The Owner cannot be
     removed or demoted by anybody, and nobody becomes Owner except through a transfer.
     """
     require(actor_role, Action.MANAGE_USERS)
     if target_role == OWNER:
         what = "removed" if new_role is None else "given another role"
         raise ForbiddenError(
-            f"The network's Owner cannot be {what}; the Owner transfers ownership first"
+            f"The network's Owner cannot be {what}. The Owner transfers ownership first"
         )
     if new_role == OWNER:
         raise ForbiddenError(

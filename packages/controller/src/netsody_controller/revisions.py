@@ -1,6 +1,6 @@
 """Configuration revisions: one global counter that numbers every change agents see.
 
-A network's `revision` is the counter value of its last change; a device's `revision` is that of
+A network's `revision` is the counter value of its last change. A device's `revision` is that of
 the last change to which networks it is in. The revision an agent sees is the maximum of its
 device's and its networks' values, so it only ever grows, also when a node leaves a network.
 """
@@ -21,7 +21,7 @@ def next_revision() -> int:
     """Increase the global counter and return its new value (inside the caller's transaction).
 
     NOTE: the UPDATE locks the counter row until the transaction ends, which serialises
-    concurrent changes; that is what keeps revisions in commit order.
+    concurrent changes. That is what keeps revisions in commit order.
     """
     with transaction.atomic():
         updated = RevisionCounter.objects.filter(id=1).update(value=F("value") + 1)
@@ -32,7 +32,7 @@ def next_revision() -> int:
 
 
 def networks_changed(network_ids: Iterable[object]) -> int:
-    """Mark networks as changed; agents waiting on them are woken after the commit."""
+    """Mark networks as changed. Agents waiting on them are woken after the commit."""
     ids = list(dict.fromkeys(network_ids))
     with transaction.atomic():
         revision = next_revision()
@@ -43,7 +43,7 @@ def networks_changed(network_ids: Iterable[object]) -> int:
 
 
 def devices_changed(device_ids: Iterable[object]) -> int:
-    """Mark that devices joined or left networks; their agents are woken after the commit."""
+    """Mark that devices joined or left networks. Their agents are woken after the commit."""
     ids = list(dict.fromkeys(device_ids))
     with transaction.atomic():
         revision = next_revision()

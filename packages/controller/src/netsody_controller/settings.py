@@ -128,7 +128,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 APPEND_SLASH = False
-# Agents and the dashboard send JSON bodies; the largest is an imported network document.
+# Agents and the dashboard send JSON bodies. The largest is an imported network document.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

@@ -18,7 +18,7 @@ def _not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
 
 def _server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
-        {"detail": "Internal error; the controller log has the details", "code": "internal_error"},
+        {"detail": "Internal error. The controller log has the details", "code": "internal_error"},
         status=500,
     )
 

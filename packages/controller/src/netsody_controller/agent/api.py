@@ -74,7 +74,7 @@ class ConfigQuery(Schema):
     "/config",
     auth=NodeAuth(),
     response={200: ConfigOut, **AGENT_ERRORS},
-    summary="This node's configuration; waits for a change when `revision` is current",
+    summary="This node's configuration. Waits for a change when `revision` is current",
 )
 async def config(request: HttpRequest, query: Query[ConfigQuery]) -> object:
     device = request.auth

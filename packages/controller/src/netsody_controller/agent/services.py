@@ -1,4 +1,5 @@
-"""What the agent endpoints do: challenges, proof checks, pairing, joining, config and status."""
+"""Operations of the agent endpoints: challenges, proof checks, pairing, joining, config and
+status."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def verify_proof(body: PairIn | JoinIn, prefix: str) -> None:
     if not verify_pow(body.pk, body.pow_nonce, difficulty):
         raise InvalidRequestError(
             f"pow_nonce {body.pow_nonce} is not a proof of work of {difficulty} bits for this "
-            "public key; generate the identity again",
+            "public key. Generate the identity again",
             ErrorCode.PROOF_OF_WORK_INVALID,
         )
     signature = _decode_signature(body.signature)
@@ -78,14 +79,14 @@ def verify_proof(body: PairIn | JoinIn, prefix: str) -> None:
     # allows exactly one attempt.
     if not cache.delete(_challenge_key(body.challenge)):
         raise UnauthenticatedError(
-            "The challenge is unknown, expired or already used; request a new one from "
+            "The challenge is unknown, expired or already used. Request a new one from "
             "POST /api/agent/challenge",
             ErrorCode.CHALLENGE_INVALID,
         )
     message = f"{prefix}{body.challenge}:{body.pk}".encode()
     if not verify_signature(body.pk, message, signature):
         raise UnauthenticatedError(
-            "The signature does not verify with the public key; sign "
+            "The signature does not verify with the public key. Sign "
             f'"{prefix}<challenge>:<pk>" with the device key',
             ErrorCode.SIGNATURE_INVALID,
         )
@@ -148,7 +149,7 @@ def current_revision(device_id: uuid.UUID) -> int:
     )
     if row is None:
         raise UnauthenticatedError(
-            "The device was removed; pair or join again", ErrorCode.INVALID_TOKEN
+            "The device was removed. Pair or join again", ErrorCode.INVALID_TOKEN
         )
     return max(row[0], row[1] or 0)
 

@@ -31,7 +31,7 @@ HINT_LENGTH = 12
 def hash_secret(secret: str) -> str:
     """Return the stored form of a join key: SHA-256 in hex.
 
-    NOTE: a plain hash suffices because the secret has 256 random bits; a slow password hash
+    NOTE: a plain hash suffices because the secret has 256 random bits. A slow password hash
     would only protect low-entropy secrets.
     """
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -87,7 +87,7 @@ def _rejected() -> UnauthenticatedError:
     # SECURITY: one message for unknown, revoked, expired and used-up keys, so a caller learns
     # nothing about keys they do not hold.
     return UnauthenticatedError(
-        "The join key is invalid, expired, revoked or used up; ask the network's administrator "
+        "The join key is invalid, expired, revoked or used up. Ask the network's administrator "
         "for a new one",
         ErrorCode.JOIN_KEY_INVALID,
     )

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # revision share one database read and one validation.
 DOCUMENT_CACHE_SIZE = 64
 VIEW_CACHE_SIZE = 8192
-# Views in the shared cache are keyed by revision, so they never go stale; the lifetime only
+# Views in the shared cache are keyed by revision, so they never go stale. The lifetime only
 # bounds the memory that old revisions occupy.
 SHARED_VIEW_TTL_SECS = 3600
 
@@ -184,7 +184,7 @@ def node_view(network: Network, pk: str) -> str:
 def import_document(network: Network, text: str) -> Network:
     """Replace the nodes, resources and policies of `network` with those of a document.
 
-    Nodes are matched to devices by public key; a key not seen before becomes a device that
+    Nodes are matched to devices by public key. A key not seen before becomes a device that
     belongs to no user until its agent pairs or joins. Raises InvalidRequestError with the
     document's problems.
     """

@@ -112,7 +112,7 @@ def update_network(
         parsed = parse_subnet(subnet)
         if str(parsed) != network.subnet and network.nodes.exists():
             raise ConflictError(
-                f"Network {network.id} has nodes, so its subnet cannot change; remove the nodes "
+                f"Network {network.id} has nodes, so its subnet cannot change. Remove the nodes "
                 "first or export, edit and import the network"
             )
         network.subnet = str(parsed)
@@ -142,7 +142,7 @@ def add_member(
     user = User.objects.filter(email__iexact=email.strip()).order_by("created_at").first()
     if user is None:
         raise NotFoundError(
-            f"No user with the email address {email!r} has signed in yet; ask them to sign in "
+            f"No user with the email address {email!r} has signed in yet. Ask them to sign in "
             "to the controller once, or send an invitation"
         )
     try:
@@ -199,7 +199,7 @@ def transfer_ownership(actor: Membership, new_owner_id: uuid.UUID) -> Membership
     Network.objects.select_for_update().get(id=actor.network_id)
     target = member(actor.network_id, new_owner_id)
     if target.id == actor.id:
-        raise InvalidRequestError("You already own this network; name another member")
+        raise InvalidRequestError("You already own this network. Name another member")
     Membership.objects.filter(id=actor.id).update(role=Role.ADMIN)
     Membership.objects.filter(id=target.id).update(role=Role.OWNER)
     target.role = Role.OWNER
@@ -246,12 +246,12 @@ def create_invitation(actor: Membership, *, email: str, role: str) -> Invitation
     if recent.filter(invited_by_id=actor.user_id).count() >= settings.INVITATION_RATE_LIMIT_USER:
         raise RateLimitedError(
             f"You sent {settings.INVITATION_RATE_LIMIT_USER} invitations within "
-            f"{settings.INVITATION_RATE_LIMIT_WINDOW_SECS} s; wait before inviting more"
+            f"{settings.INVITATION_RATE_LIMIT_WINDOW_SECS} s. Wait before inviting more"
         )
     if recent.filter(network_id=actor.network_id).count() >= settings.INVITATION_RATE_LIMIT_NETWORK:
         raise RateLimitedError(
             f"This network got {settings.INVITATION_RATE_LIMIT_NETWORK} invitations within "
-            f"{settings.INVITATION_RATE_LIMIT_WINDOW_SECS} s; wait before inviting more"
+            f"{settings.INVITATION_RATE_LIMIT_WINDOW_SECS} s. Wait before inviting more"
         )
     invitation = Invitation.objects.create(
         network_id=actor.network_id,
@@ -272,7 +272,7 @@ def _queue_invitation_email(invitation_id: uuid.UUID) -> None:
     try:
         send_invitation_task.delay(str(invitation_id))
     except (OperationalError, OSError) as error:
-        # The invitation exists and is listed; only its email waits for a working broker.
+        # The invitation exists and is listed. Only its email waits for a working broker.
         logger.error(
             "queueing an invitation email failed",
             extra={"invitation_id": str(invitation_id), "error": str(error)},

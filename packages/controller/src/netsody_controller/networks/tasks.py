@@ -42,7 +42,7 @@ def send_invitation_task(self, invitation_id: str) -> bool:
             )
         except OSError as error:
             logger.warning(
-                "sending an invitation email failed; retrying",
+                "sending an invitation email failed. Retrying",
                 extra={"invitation_id": invitation_id, "error": str(error)},
             )
             raise self.retry(

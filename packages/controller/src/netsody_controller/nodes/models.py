@@ -11,7 +11,7 @@ from django.db import models
 class Device(models.Model):
     """An agent's identity: its public key and what it last reported.
 
-    A device paired by `netsody login` belongs to a user; one that joined with a join key
+    A device paired by `netsody login` belongs to a user. One that joined with a join key
     belongs to nobody. Its node credential is derived from its id and `credential_generation`.
     """
 

@@ -57,7 +57,7 @@ def _free_ip(network: Network) -> str:
         if address not in used:
             return str(address)
     raise ConflictError(
-        f"Network {network.id} has no free address left in {subnet}; remove nodes or move the "
+        f"Network {network.id} has no free address left in {subnet}. Remove nodes or move the "
         "network to a larger subnet",
         ErrorCode.ADDRESS_POOL_EXHAUSTED,
     )
@@ -103,8 +103,8 @@ def add_node(
                 and Node.objects.filter(network_id=network_id, hostname=hostname).exists()
             ):
                 raise ConflictError(f"hostname {hostname!r} is taken in this network") from None
-            logger.debug("address assignment collided; retrying", extra={"attempt": attempt})
-    raise ConflictError("Assigning an address failed after several attempts; try again")
+            logger.debug("address assignment collided. Retrying", extra={"attempt": attempt})
+    raise ConflictError("Assigning an address failed after several attempts. Try again")
 
 
 def _add_node_locked(
@@ -122,7 +122,7 @@ def _add_node_locked(
     if hostname is not None:
         name = check_hostname(hostname)
         if network.nodes.filter(hostname=name).exists():
-            raise ConflictError(f"hostname {name!r} is taken in this network; choose another")
+            raise ConflictError(f"hostname {name!r} is taken in this network. Choose another")
     else:
         name = _free_hostname(network, sanitize_hostname(device.hostname))
     node = Node.objects.create(
@@ -149,7 +149,7 @@ def add_user_device(
     hostname: str | None,
     groups: list[str] | None,
 ) -> Node:
-    """Add one of the member's paired devices; it gets the member's default groups too."""
+    """Add one of the member's paired devices. It gets the member's default groups too."""
     device = Device.objects.filter(id=device_id, user_id=membership.user_id).first()
     if device is None:
         raise NotFoundError(f"Device {device_id} is not one of your paired devices")
@@ -207,7 +207,7 @@ def _drop_policy_references(nodes: list[Node]) -> None:
 
 @transaction.atomic
 def remove_node(node: Node) -> None:
-    """Remove a node; a device left without networks and without a user is deleted as well."""
+    """Remove a node. A device left without networks and without a user is deleted as well."""
     _check_not_gateway([node])
     _drop_policy_references([node])
     device = node.device
@@ -223,7 +223,7 @@ def remove_node(node: Node) -> None:
 
 @transaction.atomic
 def delete_device(device: Device) -> None:
-    """Delete a device with its nodes; its node credential stops working at once."""
+    """Delete a device with its nodes. Its node credential stops working at once."""
     from netsody_controller.auth import credential_verifier
 
     nodes = list(device.nodes.all())

@@ -24,14 +24,14 @@ class DestinationsSchema(SourcesSchema):
 
 
 class RuleSchema(Schema):
-    """Traffic a policy permits: a protocol and ports ("22", 443, "8000-8080"); none means all."""
+    """Traffic a policy permits: a protocol and ports ("22", 443, "8000-8080"). None means all."""
 
     protocol: Literal["tcp", "udp", "icmp"]
     ports: list[Port] = Field(default_factory=list, max_length=256)
 
 
 class ConditionsSchema(Schema):
-    """Requirements on the node that initiates traffic; all given ones must hold."""
+    """Requirements on the node that initiates traffic. All given ones must hold."""
 
     source_networks_in: list[str] = Field(default_factory=list, max_length=256)
     source_networks_out: list[str] = Field(default_factory=list, max_length=256)
