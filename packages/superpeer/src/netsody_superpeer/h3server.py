@@ -14,6 +14,7 @@ from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -51,6 +52,8 @@ MAX_UDP_PAYLOAD = 1350
 # Bytes of a short-header packet around one DATAGRAM frame: flags, 8-byte connection id,
 # packet number, AEAD tag, frame type and length, with a margin.
 _PACKET_OVERHEAD = 48
+# TLS output buffer per epoch once the handshake is complete (see `_shrink_crypto_buffers`).
+_POST_HANDSHAKE_CRYPTO_BUFFER = 1024
 # Datagrams queued in aioquic beyond this are dropped: the queue has no bound of its own.
 _MAX_QUEUED_DATAGRAMS = 1024
 
@@ -180,6 +183,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
             self._http = H3Connection(self._quic, enable_webtransport=True)
         elif isinstance(event, HandshakeCompleted):
             self._handshake_done = True
+            self._shrink_crypto_buffers()
         elif isinstance(event, StreamReset):
             self._stream_finished(event.stream_id, "stream reset by the client")
         elif isinstance(event, ConnectionTerminated):
@@ -188,6 +192,15 @@ class H3ServerProtocol(QuicConnectionProtocol):
         if self._http is not None and self._admitted:
             for http_event in self._http.handle_event(event):
                 self._http_event(http_event)
+
+    def _shrink_crypto_buffers(self) -> None:
+        # NOTE: aioquic keeps three 16 KiB TLS output buffers for a connection's lifetime. After
+        # the handshake a server that issues no session tickets writes no more TLS messages, so
+        # small buffers save about 45 KiB, close to half of an idle connection's memory.
+        quic = self._quic
+        quic._crypto_buffers = {
+            epoch: Buffer(capacity=_POST_HANDSHAKE_CRYPTO_BUFFER) for epoch in quic._crypto_buffers
+        }
 
     def _datagram_frame(self, data: bytes) -> None:
         first = data[0] if data else 0xFF
