@@ -14,18 +14,10 @@ from netsody_common.document import parse_document
 LONG_POLL_WAIT_SECS = 20
 
 
-@pytest.fixture(autouse=True)
-def _tools(agent_tools):
-    global ApiClient, new_identity, signed_proof
-    ApiClient = agent_tools.client
-    new_identity = agent_tools.new_identity
-    signed_proof = agent_tools.signed_proof
-
-
-def _join(key: str, *, identity=None, hostname: str = "joiner") -> tuple[int, dict, object]:
-    identity = identity or new_identity()
-    anonymous = ApiClient(None)
-    body = signed_proof(anonymous, identity, "netsody-join:", hostname=hostname, join_key=key)
+def _join(tools, key: str, *, identity=None, hostname: str = "joiner") -> tuple[int, dict, object]:
+    identity = identity or tools.new_identity()
+    anonymous = tools.client(None)
+    body = tools.signed_proof(anonymous, identity, "netsody-join:", hostname=hostname, join_key=key)
     response = anonymous.post("/api/agent/join", body)
     return response.status, response.body, identity
 
@@ -36,58 +28,58 @@ def _join_key(client, network_id: str, **fields) -> str:
     return response.body["secret"]
 
 
-def test_challenge_is_single_use(client_for, token_for, pair_device):
+def test_challenge_is_single_use(client_for, token_for, pair_device, agent_tools):
     alice = client_for("alice")
-    agent = ApiClient(token_for(alice.email, agent=True))
-    identity = new_identity()
-    body = signed_proof(agent, identity, "netsody-pair:")
+    agent = agent_tools.client(token_for(alice.email, agent=True))
+    identity = agent_tools.new_identity()
+    body = agent_tools.signed_proof(agent, identity, "netsody-pair:")
     assert agent.post("/api/agent/pair", body).status == 200
     replay = agent.post("/api/agent/pair", body)
     assert replay.status == 401
     assert replay.body["code"] == "challenge_invalid"
 
 
-def test_pair_rejects_bad_signature(client_for, token_for):
+def test_pair_rejects_bad_signature(client_for, token_for, agent_tools):
     alice = client_for("alice")
-    agent = ApiClient(token_for(alice.email, agent=True))
-    identity = new_identity()
-    body = signed_proof(agent, identity, "netsody-join:")  # wrong prefix for pairing
+    agent = agent_tools.client(token_for(alice.email, agent=True))
+    identity = agent_tools.new_identity()
+    body = agent_tools.signed_proof(agent, identity, "netsody-join:")  # wrong prefix for pairing
     response = agent.post("/api/agent/pair", body)
     assert response.status == 401
     assert response.body["code"] == "signature_invalid"
 
 
-def test_pair_rejects_weak_proof_of_work(client_for, token_for):
+def test_pair_rejects_weak_proof_of_work(client_for, token_for, agent_tools):
     alice = client_for("alice")
-    agent = ApiClient(token_for(alice.email, agent=True))
-    identity = new_identity()
-    body = signed_proof(agent, identity, "netsody-pair:")
+    agent = agent_tools.client(token_for(alice.email, agent=True))
+    identity = agent_tools.new_identity()
+    body = agent_tools.signed_proof(agent, identity, "netsody-pair:")
     body["pow_nonce"] = (identity.pow_nonce + 1) % 2**64
     weak = agent.post("/api/agent/pair", body)
     # The neighbouring nonce is a valid 4-bit proof with probability 1/16; retry with others.
     nonce = identity.pow_nonce
     while weak.status == 200:
         nonce += 1
-        body = signed_proof(agent, identity, "netsody-pair:")
+        body = agent_tools.signed_proof(agent, identity, "netsody-pair:")
         body["pow_nonce"] = nonce
         weak = agent.post("/api/agent/pair", body)
     assert weak.status == 400
     assert weak.body["code"] == "proof_of_work_invalid"
 
 
-def test_pair_with_controller_token_rejected(client_for):
+def test_pair_with_controller_token_rejected(client_for, agent_tools):
     alice = client_for("alice")
-    body = signed_proof(alice, new_identity(), "netsody-pair:")
+    body = agent_tools.signed_proof(alice, agent_tools.new_identity(), "netsody-pair:")
     response = alice.post("/api/agent/pair", body)
     assert response.status == 401
     assert response.body["code"] == "token_wrong_audience"
 
 
-def test_paired_device_fetches_config(client_for, network_of, pair_device):
+def test_paired_device_fetches_config(client_for, network_of, pair_device, agent_tools):
     alice = client_for("alice")
     network = network_of(alice)
     device = pair_device(alice, hostname="laptop")
-    node = ApiClient(device["node_credential"])
+    node = agent_tools.client(device["node_credential"])
     empty = node.get("/api/agent/config")
     assert empty.status == 200
     assert empty.body["networks"] == []
@@ -102,32 +94,32 @@ def test_paired_device_fetches_config(client_for, network_of, pair_device):
     assert str(document.network) == "10.20.0.0/24"
 
 
-def test_repairing_revokes_old_credential(client_for, pair_device):
+def test_repairing_revokes_old_credential(client_for, pair_device, agent_tools):
     alice = client_for("alice")
-    identity = new_identity()
+    identity = agent_tools.new_identity()
     first = pair_device(alice, identity=identity)
     second = pair_device(alice, identity=identity)
     assert first["device_id"] == second["device_id"]
-    assert ApiClient(second["node_credential"]).get("/api/agent/config").status == 200
-    stale = ApiClient(first["node_credential"]).get("/api/agent/config")
+    assert agent_tools.client(second["node_credential"]).get("/api/agent/config").status == 200
+    stale = agent_tools.client(first["node_credential"]).get("/api/agent/config")
     assert stale.status == 401
     assert "revoked" in stale.body["detail"]
 
 
-def test_removed_device_credential_revoked(client_for, pair_device):
+def test_removed_device_credential_revoked(client_for, pair_device, agent_tools):
     alice = client_for("alice")
     device = pair_device(alice)
-    node = ApiClient(device["node_credential"])
+    node = agent_tools.client(device["node_credential"])
     assert node.get("/api/agent/config").status == 200
     assert alice.delete(f"/api/devices/{device['device_id']}").status == 204
     assert node.get("/api/agent/config").status == 401
 
 
-def test_forged_credential_rejected(client_for, pair_device):
+def test_forged_credential_rejected(client_for, pair_device, agent_tools):
     alice = client_for("alice")
     device = pair_device(alice)
     forged = device["node_credential"][:-4] + "AAAA"
-    response = ApiClient(forged).get("/api/agent/config")
+    response = agent_tools.client(forged).get("/api/agent/config")
     assert response.status == 401
     assert response.body["code"] == "invalid_token"
 
@@ -140,24 +132,24 @@ def test_user_token_rejected_on_node_endpoints(client_for):
         assert "node credential" in response.body["detail"]
 
 
-def test_node_credential_rejected_on_user_endpoints(client_for, pair_device):
+def test_node_credential_rejected_on_user_endpoints(client_for, pair_device, agent_tools):
     alice = client_for("alice")
     device = pair_device(alice)
-    node = ApiClient(device["node_credential"])
+    node = agent_tools.client(device["node_credential"])
     for path in ("/api/me", "/api/networks", "/api/devices"):
         response = node.get(path)
         assert response.status == 401, path
         assert "node credential is not accepted" in response.body["detail"]
 
 
-def test_join_with_key_and_status(client_for, network_of):
+def test_join_with_key_and_status(client_for, network_of, agent_tools):
     alice = client_for("alice")
     network = network_of(alice)
     key = _join_key(alice, network["id"], groups=["ci"], max_uses=5)
-    status, body, identity = _join(key, hostname="runner")
+    status, body, identity = _join(agent_tools, key, hostname="runner")
     assert status == 200, body
     assert body["network_id"] == network["id"]
-    node = ApiClient(body["node_credential"])
+    node = agent_tools.client(body["node_credential"])
     config = node.get("/api/agent/config").body
     report = {
         "revision": config["revision"],
@@ -180,21 +172,21 @@ def test_join_with_key_and_status(client_for, network_of):
     assert listed["error"] is None
 
 
-def test_join_twice_uses_key_once(client_for, network_of):
+def test_join_twice_uses_key_once(client_for, network_of, agent_tools):
     alice = client_for("alice")
     network = network_of(alice)
     key = _join_key(alice, network["id"], max_uses=1)
-    status, _, identity = _join(key)
+    status, _, identity = _join(agent_tools, key)
     assert status == 200
-    again, body, _ = _join(key, identity=identity)
+    again, body, _ = _join(agent_tools, key, identity=identity)
     assert again == 200, body
-    other, body, _ = _join(key)
+    other, body, _ = _join(agent_tools, key)
     assert other == 401
     assert body["code"] == "join_key_invalid"
 
 
 @pytest.mark.parametrize("case", ["revoked", "expired", "unknown"])
-def test_join_key_rejected(client_for, network_of, case):
+def test_join_key_rejected(client_for, network_of, case, agent_tools):
     from django.utils import timezone
 
     from netsody_controller.keys.models import JoinKey
@@ -209,23 +201,23 @@ def test_join_key_rejected(client_for, network_of, case):
         JoinKey.objects.filter(network_id=network["id"]).update(expires_at=timezone.now())
     else:
         key = key[:-6] + "abcdef"
-    status, body, _ = _join(key)
+    status, body, _ = _join(agent_tools, key)
     assert status == 401
     assert body["code"] == "join_key_invalid"
 
 
-def test_removing_joined_node_revokes_credential(client_for, network_of):
+def test_removing_joined_node_revokes_credential(client_for, network_of, agent_tools):
     alice = client_for("alice")
     network = network_of(alice)
-    status, body, _ = _join(_join_key(alice, network["id"]))
+    status, body, _ = _join(agent_tools, _join_key(alice, network["id"]))
     assert status == 200
-    node = ApiClient(body["node_credential"])
+    node = agent_tools.client(body["node_credential"])
     [listed] = alice.get(f"/api/networks/{network['id']}/nodes").body
     assert alice.delete(f"/api/networks/{network['id']}/nodes/{listed['id']}").status == 204
     assert node.get("/api/agent/config").status == 401
 
 
-def test_conditions_evaluated_with_node_facts(client_for, network_of):
+def test_conditions_evaluated_with_node_facts(client_for, network_of, agent_tools):
     alice = client_for("alice")
     network = network_of(alice)
     base = f"/api/networks/{network['id']}"
@@ -240,9 +232,12 @@ def test_conditions_evaluated_with_node_facts(client_for, network_of):
         },
     )
     key = _join_key(alice, network["id"])
-    _, first, first_identity = _join(key, hostname="one")
-    _, second, _ = _join(key, hostname="two")
-    one, two = ApiClient(first["node_credential"]), ApiClient(second["node_credential"])
+    _, first, first_identity = _join(agent_tools, key, hostname="one")
+    _, second, _ = _join(agent_tools, key, hostname="two")
+    one, two = (
+        agent_tools.client(first["node_credential"]),
+        agent_tools.client(second["node_credential"]),
+    )
     for client, os_type in ((one, "windows"), (two, "windows")):
         client.post("/api/agent/status", {"os": os_type, "agent_version": "0.1.0"})
     view = tomllib.loads(two.get("/api/agent/config").body["networks"][0]["document"])
@@ -280,10 +275,10 @@ async def test_long_poll_returns_on_change_in_process(client_for, network_of, pa
     assert body["networks"][0]["name"] == "renamed"
 
 
-def test_long_poll_unchanged_returns_same_revision(client_for, pair_device):
+def test_long_poll_unchanged_returns_same_revision(client_for, pair_device, agent_tools):
     alice = client_for("alice")
     device = pair_device(alice)
-    node = ApiClient(device["node_credential"])
+    node = agent_tools.client(device["node_credential"])
     current = node.get("/api/agent/config").body["revision"]
     again = node.get(f"/api/agent/config?revision={current}&wait=1")
     assert again.status == 200
