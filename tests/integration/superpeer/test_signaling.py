@@ -167,3 +167,25 @@ async def test_newer_session_replaces_older(
 
     assert isinstance(answer, Rejected)
     assert answer.code == ErrorCode.REPLACED
+
+
+async def test_super_peers_share_no_state(
+    kit: Any, start_superpeer: Any, clients: list, identities: list
+) -> None:
+    first, second = start_superpeer(), start_superpeer()
+    a, b = identities[0], identities[1]
+    channels = {}
+    for name, superpeer, identity in (("a1", first, a), ("b1", first, b), ("a2", second, a)):
+        client = await kit.open_client("h3", superpeer.port)
+        clients.append(client)
+        channels[name] = await client.signal(identity)
+        assert isinstance(await channels[name].authenticate(), Authenticated)
+
+    channels["a2"].state.request_peer(b.pk)
+    channels["a2"].flush()
+    channels["a1"].state.request_peer(b.pk)
+    channels["a1"].flush()
+
+    assert isinstance(await channels["a2"].receive(), PeerUnavailable)
+    assert isinstance(await channels["a1"].receive(), PeerCandidates)
+    assert isinstance(await channels["b1"].receive(), PeerCandidates)
