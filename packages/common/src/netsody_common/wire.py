@@ -36,7 +36,7 @@ RELAY_PATH = "/.well-known/masque/udp/*/*/"
 BIND_HEADER = "connect-udp-bind"
 PROXY_PUBLIC_ADDRESS_HEADER = "proxy-public-address"
 CAPSULE_PROTOCOL_HEADER = "capsule-protocol"
-# Response header that names a rejection reason code (see `ErrorCode`) on 4xx/5xx answers.
+# Response header that names a rejection reason code (see `ErrorCode`) on 4xx/5xx responses.
 ERROR_CODE_HEADER = "netsody-error-code"
 
 # Largest signaling message body. A message with 64 candidates of IPv6 fits many times over.
@@ -85,7 +85,7 @@ class ErrorCode(enum.IntEnum):
 
 
 class CandidateKind(enum.IntEnum):
-    """Where a candidate address comes from."""
+    """The source of a candidate address."""
 
     HOST = 0  # an address of a local interface, reported by the agent
     REFLEXIVE = 1  # the source address the super peer observed
@@ -156,8 +156,8 @@ class ConnectRequest:
 class PeerCandidates:
     """Server to agent: the candidates of a peer.
 
-    `request_id` is the id of the agent's `ConnectRequest`, or 0 when the peer asked for us and
-    the server pushes our counterpart's candidates so that both sides probe at once.
+    `request_id` is the id of the agent's `ConnectRequest`, or 0 when another agent requested
+    this one and the server pushes that agent's candidates, so that both sides probe at once.
     """
 
     request_id: int
@@ -177,7 +177,7 @@ class PeerUnavailable:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Either side: a keepalive that the other side answers with `Pong` of the same value."""
+    """Either side: a keepalive; the receiver replies with `Pong` of the same value."""
 
     value: int
 
