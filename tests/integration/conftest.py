@@ -48,7 +48,7 @@ def docker_unavailable_reason() -> str | None:
         client.ping()
         client.close()
     except Exception as error:  # docker raises DockerException, requests and OS errors alike
-        return f"no Docker engine answers ({error.__class__.__name__}: {error})"
+        return f"no Docker engine responds ({error.__class__.__name__}: {error})"
     return None
 
 
