@@ -56,6 +56,7 @@ INVITATION_RATE_LIMIT_WINDOW_SECS = config.env_int(
 )
 
 # Profile pictures, fetched from the provider's picture URL or Gravatar into object storage.
+# TODO: no task fetches pictures yet; these and the S3 and Authentik settings are only read.
 PROFILE_PICTURE_MAX_BYTES = config.env_int(ENV, "PROFILE_PICTURE_MAX_BYTES", 1048576, minimum=1)
 GRAVATAR_BASE_URL = config.env_str(ENV, "GRAVATAR_BASE_URL", "https://www.gravatar.com/avatar")
 GRAVATAR_SIZE = config.env_int(ENV, "GRAVATAR_SIZE", 200, minimum=1)

@@ -218,6 +218,8 @@ def record_status(device: Device, body: StatusIn) -> None:
     if body.error:
         logger.warning("agent reported an error", extra={"node_id": device.pk_hex})
     if facts_changed:
+        # NOTE: a new revision makes every node of the network fetch a freshly computed view,
+        # so agents whose addresses change often cost the whole network a recompute each time.
         affected = _networks_with_conditions(device.id)
         if affected:
             revisions.networks_changed(affected)
