@@ -6,7 +6,7 @@ environment when its variable is set: `NETSODY_TEST_POSTGRES_URL`, `NETSODY_TEST
 Otherwise it runs in a container started with testcontainers from a local image. Images are never
 pulled: `compose/build-images` builds them, and a missing image skips the tests that need it.
 
-Tests marked `docker` skip when no Docker engine answers, tests marked `root` skip when the
+Tests marked `docker` skip when no Docker engine responds, and tests marked `root` skip when the
 tests do not run as root.
 """
 

@@ -23,7 +23,7 @@ until [[ -s "$live_dir/fullchain.pem" && -s "$live_dir/privkey.pem" ]]; do
       --deploy-hook "$share_key"; then
     break
   fi
-  echo "certbot failed for $NETSODY_SP_DOMAIN; retrying in ${retry_seconds}s" >&2
+  echo "certbot failed for $NETSODY_SP_DOMAIN, retrying in ${retry_seconds}s" >&2
   sleep "$retry_seconds"
 done
 sh -c "$share_key"
@@ -31,5 +31,5 @@ sh -c "$share_key"
 while true; do
   sleep "$renew_seconds"
   certbot renew --non-interactive --deploy-hook "$share_key" \
-    || echo "certbot renew failed; retrying in ${renew_seconds}s" >&2
+    || echo "certbot renew failed, retrying in ${renew_seconds}s" >&2
 done

@@ -27,7 +27,7 @@ init_cluster() {
   local database="${POSTGRES_DB:-$user}"
   local auth="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}"
   if [[ -z "${POSTGRES_PASSWORD:-}" && "$auth" != trust ]]; then
-    echo "error: POSTGRES_PASSWORD is not set; set it (or POSTGRES_HOST_AUTH_METHOD=trust for a throwaway database)" >&2
+    echo "error: POSTGRES_PASSWORD is not set. Set it, or set POSTGRES_HOST_AUTH_METHOD=trust for a throwaway database." >&2
     exit 1
   fi
 
