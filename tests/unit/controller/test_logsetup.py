@@ -8,6 +8,7 @@ import logging
 from netsody_controller.logsetup import (
     NODE_ID,
     REQUEST_ID,
+    USER_ID,
     ContextFilter,
     JsonFormatter,
     TextFormatter,
@@ -26,11 +27,13 @@ def _record(**extra: object) -> logging.LogRecord:
 
 def test_json_line_carries_request_context():
     request_token = REQUEST_ID.set("req-1")
+    user_token = USER_ID.set(None)
     node_token = NODE_ID.set("ab" * 32)
     try:
         line = JsonFormatter().format(_record(network_id="n-1"))
     finally:
         REQUEST_ID.reset(request_token)
+        USER_ID.reset(user_token)
         NODE_ID.reset(node_token)
     entry = json.loads(line)
     assert entry["message"] == "node added"
