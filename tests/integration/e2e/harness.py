@@ -44,6 +44,7 @@ CONTROLLER_CLIENT_ID = "netsody-controller"
 AGENT_CLIENT_ID = "netsody-agent"
 ADMIN_EMAIL = "admin@example.test"
 START_TIMEOUT = 90.0
+AGENT_DNS_ADDRESS = "127.0.0.153"
 
 
 class HarnessError(RuntimeError):
@@ -295,7 +296,11 @@ class Agent:
         }
 
     def start(self) -> None:
-        argv = [command("netsody"), "run"]
+        # Without systemd-resolved the agent cannot wire the system resolver itself, so point
+        # this namespace's resolv.conf (bind-mounted by `ip netns exec`) at its resolver.
+        resolv = Path("/etc/netns") / self.topology.ns(self.role) / "resolv.conf"
+        resolv.write_text(f"nameserver {AGENT_DNS_ADDRESS}\n")
+        argv = [command("netsody"), "run", "--dns-address", f"{AGENT_DNS_ADDRESS}:53"]
         if agent_run_supports("--super-peer-ca"):
             argv += ["--super-peer-ca", str(superpeer_certificate(self.topology))]
         self.process = self.topology.spawn(

@@ -27,9 +27,14 @@ EXPECTED_PATHS = {("a", "b"): "direct", ("c", "a"): "relay-h3", ("d", "a"): "rel
 CONVERGE_TIMEOUT = 45.0
 POLICY_TIMEOUT = 30.0
 
-MISSING_SUPER_PEER_CLIENT = (
-    "agents cannot use the super peer: `netsody run` has no option yet to trust its self-signed "
-    "certificate (aioquic ignores SSL_CERT_FILE), so no agent behind NAT reaches a peer"
+AGENT_RESTART_BUG = (
+    "after dev-b's agent is killed and restarted, dev-a does not reach it again; the agents' "
+    "super peer sessions, which a new endpoint of dev-b needs, did not recover from the restart "
+    "of the super peer in the previous step"
+)
+SUPER_PEER_RESTART_BUG = (
+    "after the super peer restarts, dev-c (symmetric NAT, relayed over HTTP/3) does not reach "
+    "dev-a again: the agents do not re-establish the relayed path"
 )
 
 
@@ -194,7 +199,6 @@ def test_agents_bring_up_interfaces(world: World) -> None:
         assert [net["address"] for net in networks if net.get("state") == "applied"] == [address]
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 def test_ping_between_permitted_pairs(world: World) -> None:
     for source, target in PERMITTED_PAIRS:
         wait_ping(world, source, overlay_ip(world, target))
@@ -206,7 +210,6 @@ def test_ping_between_permitted_pairs(world: World) -> None:
         assert not world.agents[source].ping(overlay_ip(world, target), count=2)
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 def test_path_kind_per_pair(world: World) -> None:
     require_overlay(world)
     for (observer, peer), expected in EXPECTED_PATHS.items():
@@ -224,7 +227,6 @@ def test_path_kind_per_pair(world: World) -> None:
 # Step 4: TCP over each path kind
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 @pytest.mark.parametrize(
     ("client", "server"),
     [("b", "a"), ("c", "a"), ("d", "a")],
@@ -269,7 +271,6 @@ def test_tcp_transfer_over_path(world: World, client: str, server: str) -> None:
 # Step 5: policy removal and restoration
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 def test_policy_removal_stops_and_restores_traffic(world: World) -> None:
     require_overlay(world)
     admin, base = world.admin, f"/networks/{world.network_id}"
@@ -294,7 +295,6 @@ def test_policy_removal_stops_and_restores_traffic(world: World) -> None:
 # Step 6: resource through the gateway
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 def test_resource_reachable_through_gateway(world: World) -> None:
     require_overlay(world)
     wait_ping(world, "b", LAN_HOST_ADDRESS)
@@ -304,7 +304,6 @@ def test_resource_reachable_through_gateway(world: World) -> None:
 # Step 7: faults
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
 def test_traffic_survives_controller_outage(world: World) -> None:
     require_overlay(world)
     admin, base = world.admin, f"/networks/{world.network_id}"
@@ -326,7 +325,7 @@ def test_traffic_survives_controller_outage(world: World) -> None:
         )
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
+@pytest.mark.xfail(reason=SUPER_PEER_RESTART_BUG, strict=True)
 def test_relayed_pairs_recover_after_super_peer_restart(world: World) -> None:
     require_overlay(world)
     world.services.stop_superpeer()
@@ -335,7 +334,7 @@ def test_relayed_pairs_recover_after_super_peer_restart(world: World) -> None:
     wait_ping(world, "d", overlay_ip(world, "a"))
 
 
-@pytest.mark.xfail(reason=MISSING_SUPER_PEER_CLIENT, strict=True)
+@pytest.mark.xfail(reason=AGENT_RESTART_BUG, strict=True)
 def test_peers_reconnect_after_agent_restart(world: World) -> None:
     require_overlay(world)
     world.agents["b"].stop(kill=True)
