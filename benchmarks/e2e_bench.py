@@ -1,14 +1,14 @@
 """End-to-end benchmark on the namespace topology of tests/integration/e2e (run as root).
 
-    hatch run bench:python benchmarks/e2e_bench.py [--seconds 5] [--json FILE]
+    hatch run python benchmarks/e2e_bench.py [--seconds 5] [--json FILE] [--skip-netsody]
 
-Between dev-a and dev-b (both behind endpoint-independent NAT) it measures TCP throughput with
-iperf3 (1 and 4 streams) and ping RTT for: the raw routed path (a port forward on router-b),
-wireguard-go and nebula (Debian packages, when installed), and Netsody's direct path; and from
-dev-c and dev-d to dev-a, Netsody relayed over HTTP/3 and HTTP/2. It also times `netsody run`
-to the first ping and a policy change in the API to enforcement. Every figure is printed beside
-the raw path of the same run. A figure that cannot be measured is printed as skipped with the
-reason. It is a measurement, never a pass/fail check.
+It measures TCP throughput with iperf3 (1 and 4 streams) and ping RTT between dev-a and dev-b,
+both behind endpoint-independent NAT. The paths are the raw routed one (a port forward on
+router-b), wireguard-go and nebula (Debian packages, when installed) and Netsody's direct path.
+From dev-c and dev-d to dev-a it measures Netsody relayed over HTTP/3 and HTTP/2. It also
+times `netsody run` to the first ping and a policy change in the API to enforcement. Every
+figure is printed beside the raw path of the same run. A figure that cannot be measured is
+printed as skipped with the reason. It is a measurement, never a pass/fail check.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "e2e"))
 
@@ -215,7 +216,7 @@ def nebula(topo: Topology, seconds: int) -> Row:
 
 
 def netsody_rows(topo: Topology, seconds: int) -> list[Row]:
-    """Measure Netsody's three path kinds and timings; rows say what was skipped and why."""
+    """Measure Netsody's three path kinds and timings; a skipped row carries the reason."""
     from harness import (
         ADMIN_EMAIL,
         Admin,
@@ -264,21 +265,36 @@ def netsody_rows(topo: Topology, seconds: int) -> list[Row]:
             for name in ("netsody direct", "netsody relay-h3", "netsody relay-h2")
         ]
     print(f"time from adding the nodes to the first ping a->b: {first_ping:.2f} s")
-    rows = [
-        measure(topo, "netsody direct", "dev-b", "dev-a", agents["b"].node["ip"], seconds),
-        measure(topo, "netsody relay-h3", "dev-a", "dev-c", agents["a"].node["ip"], seconds),
-        measure(topo, "netsody relay-h2", "dev-a", "dev-d", agents["a"].node["ip"], seconds),
+    paths = [
+        ("netsody direct", "dev-b", "dev-a", agents["b"].node["ip"]),
+        ("netsody relay-h3", "dev-a", "dev-c", agents["a"].node["ip"]),
+        ("netsody relay-h2", "dev-a", "dev-d", agents["a"].node["ip"]),
     ]
+    rows = [
+        guarded(name, measure, topo, name, server, client, address, seconds)
+        for name, server, client, address in paths
+    ]
+    try:
+        print_timings(agents, admin, base)
+    except HarnessError as error:
+        print(f"timings stopped: {str(error).splitlines()[0]}")
+    return rows
+
+
+def print_timings(agents: dict[str, Any], admin: Any, base: str) -> None:
+    """Time an agent restart to its first ping, then a policy deletion to enforcement."""
+    from harness import wait_for
+
     # The design's "agent start to first ping": restart b with its identity and state present.
     agents["b"].stop()
     start = time.monotonic()
     agents["b"].start()
-    restarted = wait_for(
+    wait_for(
         lambda: agents["a"].ping(agents["b"].node["ip"], wait=1), "ping after restart", timeout=60
     )
+    restarted = time.monotonic() - start
     print(f"time from netsody run (identity present) to the first ping: {restarted:.2f} s")
     policies = admin.call("GET", f"{base}/policies", expect=200)
-    start = time.monotonic()
     for policy in policies:
         admin.call("DELETE", f"{base}/policies/{policy['id']}", expect=204)
     enforced = wait_for(
@@ -288,13 +304,12 @@ def netsody_rows(topo: Topology, seconds: int) -> list[Row]:
         f"time from deleting the policy in the API to blocked traffic: {enforced:.2f} s "
         "(ping granularity 1 s)"
     )
-    return rows
 
 
-def guarded(name: str, run: Callable[[Topology, int], Row], topo: Topology, seconds: int) -> Row:
-    """Run one reference measurement; a failure becomes a skipped row with the error."""
+def guarded(name: str, run: Callable[..., Row], *args: Any) -> Row:
+    """Run one measurement; a failure becomes a skipped row with the error."""
     try:
-        return run(topo, seconds)
+        return run(*args)
     except (TopologyError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
         return Row(name, skipped=f"failed: {str(error).splitlines()[0]}")
 
