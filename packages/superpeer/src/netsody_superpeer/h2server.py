@@ -7,6 +7,7 @@ on the CONNECT-UDP stream.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import logging
 import ssl
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # two WINDOW_UPDATE frames (one is sent for every DATA frame received).
 _STREAM_WINDOW = 4 << 20
 _CONNECTION_WINDOW = 16 << 20
+_TLS_READ_SIZE = 32 * 1024
 # Unsent TLS output beyond this drops relay datagrams instead of queueing them.
 _MAX_WRITE_BUFFER = 2 << 20
 
@@ -263,6 +265,11 @@ async def start_h2(
 ) -> asyncio.Server:
     """Listen for HTTP/2 over TLS on `host:port`; `::` listens on IPv4 and IPv6."""
     loop = asyncio.get_running_loop()
+    # HACK: asyncio's SSLProtocol (CPython 3.11 asyncio/sslproto.py) allocates a 256 KiB read
+    # buffer per connection, which made an idle HTTP/2 session cost about 300 KiB. TLS records
+    # are at most 16 KiB, so 32 KiB reads lose nothing. A TLS layer of our own over
+    # ssl.MemoryBIO would remove this class-wide setting.
+    asyncio.sslproto.SSLProtocol.max_size = _TLS_READ_SIZE
     hosts: Any = ["0.0.0.0", "::"] if host == "::" else host  # noqa: S104 - explicit wildcard
     return await loop.create_server(
         lambda: H2ServerProtocol(hub, router),
