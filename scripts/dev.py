@@ -142,7 +142,8 @@ def ensure_certificate(directory: Path, address: str) -> tuple[Path, Path]:
     key_path.chmod(0o600)
     key_path.write_bytes(key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    print(f"[dev] made a self-signed super peer certificate for localhost, 127.0.0.1 and {address}")
+    names = ", ".join(["localhost", *sorted({str(item) for item in addresses})])
+    print(f"[dev] made a self-signed super peer certificate for {names}")
     return cert_path, key_path
 
 
