@@ -135,10 +135,13 @@ class Pair:
         self.agents[side] = agent
         return agent
 
-    def stop(self, side: str) -> None:
+    def stop(self, side: str, *, kill: bool = False) -> None:
+        """Stop the agent of `side`; `kill` sends SIGKILL, so it closes no connection."""
         agent = self.agents.get(side)
         if agent is None or agent.process is None:
             return
+        if kill:
+            kill_namespaced(agent.process)
         stop_process(agent.process)
         agent.process = None
 
@@ -160,6 +163,13 @@ class SuperPeer:
     url: str
     cert: Path
     process: subprocess.Popen
+    key: Path
+    pair: Pair
+
+    def restart(self) -> None:
+        """Stop the process and start a new one on the same address and certificate."""
+        stop_process(self.process)
+        self.process = start_superpeer_process(self.pair, self.cert, self.key)
 
 
 def write_certificate(directory: Path, address: str) -> tuple[Path, Path]:
@@ -193,6 +203,13 @@ def write_certificate(directory: Path, address: str) -> tuple[Path, Path]:
     key_path.chmod(0o600)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def kill_namespaced(process: subprocess.Popen) -> None:
+    """SIGKILL the program that `ip netns exec` runs as `process` (it execs, so same PID)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -257,11 +274,9 @@ def pair(tmp_path, identities):
         run("ip", "link", "delete", veth["a"], check=False)
 
 
-@pytest.fixture
-def superpeer(pair):
-    """`netsody-sp` in namespace a on 192.168.77.1:8443, relay ports 40000-40015."""
-    cert, key = write_certificate(pair.workdir, UNDERLAY["a"])
-    log = (pair.workdir / "sp.log").open("w")
+def start_superpeer_process(pair: Pair, cert: Path, key: Path) -> subprocess.Popen:
+    """Start `netsody-sp` in namespace a and wait until it listens."""
+    log = (pair.workdir / "sp.log").open("a")
     env = {**os.environ, "NETSODY_POW_DIFFICULTY": str(DIFFICULTY)}
     process = pair.popen(
         "a",
@@ -291,6 +306,24 @@ def superpeer(pair):
 
     try:
         wait_for(listening, "the super peer to listen")
-        yield SuperPeer(f"https://{UNDERLAY['a']}:{SUPER_PEER_PORT}", cert, process)
-    finally:
+    except BaseException:
         stop_process(process)
+        raise
+    return process
+
+
+@pytest.fixture
+def superpeer(pair):
+    """`netsody-sp` in namespace a on 192.168.77.1:8443, relay ports 40000-40015."""
+    cert, key = write_certificate(pair.workdir, UNDERLAY["a"])
+    result = SuperPeer(
+        f"https://{UNDERLAY['a']}:{SUPER_PEER_PORT}",
+        cert,
+        start_superpeer_process(pair, cert, key),
+        key,
+        pair,
+    )
+    try:
+        yield result
+    finally:
+        stop_process(result.process)

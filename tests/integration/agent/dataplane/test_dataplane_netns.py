@@ -292,3 +292,40 @@ def test_removed_peer_disconnected_on_reload(pair):
     )
     assert "no policy permits this peer any more" in pair.agents["a"].log_path.read_text()
     assert ping(pair, "a", OVERLAY["b"], count=1).returncode != 0
+
+
+def wait_ping(pair, what: str, timeout: float = 90.0) -> None:
+    wait_for(
+        lambda: ping(pair, "a", OVERLAY["b"], count=1).returncode == 0,
+        what,
+        pair,
+        timeout=timeout,
+    )
+
+
+def test_relayed_pair_recovers_after_super_peer_restart(pair, superpeer):
+    block_direct(pair, blocked=True)
+    pair.start("a", super_peer=superpeer)
+    pair.start("b", super_peer=superpeer)
+    pair.wait_connected("a", "b")
+    assert ping(pair, "a", OVERLAY["b"]).returncode == 0
+    assert pair.agents["b"].peer()["path"] == "relay-h3"
+
+    superpeer.restart()
+
+    wait_ping(pair, "ping over a new relay path after the super peer restarted")
+    assert pair.agents["b"].peer()["path"] == "relay-h3"
+    assert pair.agents["b"].status()["super_peers"][0]["connected"]
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_peer_reconnects_after_agent_killed(pair, superpeer, side):
+    pair.start("a", super_peer=superpeer)
+    pair.start("b", super_peer=superpeer)
+    pair.wait_connected("a", "b")
+    assert ping(pair, "a", OVERLAY["b"]).returncode == 0
+
+    pair.stop(side, kill=True)
+    pair.start(side, super_peer=superpeer)
+
+    wait_ping(pair, f"ping after agent {side} was killed and restarted")

@@ -235,7 +235,21 @@ class DataPlane:
             on_peer_candidates=self._on_peer_candidates,
             on_relayed=self._on_relayed,
             cafile=self._super_peer_cafile,
+            on_session_up=self._on_super_peer_up,
         )
+
+    def _on_super_peer_up(self) -> None:
+        """Ask for the candidates of every peer not on a direct path through a new session.
+
+        After a super peer restart the relay ports it bound before are gone: peers relayed
+        through them learn the new ones here and move their connections there.
+        """
+        now = self._now()
+        for pk in self._peer_since:
+            link = self._links.get(pk)
+            if link is None or link.path != PATH_DIRECT:
+                self._relays.request_peer(pk, now)
+        self._relays.flush(now)
 
     def set_peer_endpoints(self, pk: str, endpoints: list[tuple[str, int]]) -> None:
         """Set the UDP addresses to dial `pk` at (direct candidates), replacing earlier ones."""
@@ -362,12 +376,24 @@ class DataPlane:
     def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:
         """Send one UDP payload to a peer address or through a relay route."""
         if type(remote) is RelayRoute:
+            if remote.session.closed:
+                remote = self._reroute(remote, link)
             if remote.session.send_relayed(data, remote.target):
                 self._relays.mark(remote.session)
             elif link is not None:
                 link.stats.drop("relay-unavailable")
             return
         self._send_udp(data, remote, link)
+
+    def _reroute(self, route: RelayRoute, link: PeerLink | None) -> RelayRoute:
+        """Move a route off a lost super peer session onto the best session of the same kind."""
+        session = self._relays.best()
+        if session is None or session.kind != route.session.kind:
+            return route
+        new = RelayRoute(session, route.target)
+        if link is not None and link.remote == route:
+            self._set_path(link, new, session.kind)
+        return new
 
     def _send_udp(self, data: bytes, address: Any, link: PeerLink | None = None) -> None:
         if self._sock is None:
@@ -612,7 +638,7 @@ class DataPlane:
         if link.connection.get_timer() is None:
             # aioquic's handle_timer fails once the connection has terminated.
             return
-        link.connection.handle_timer(now)
+        link.handle_timer(now)
         self._service(link, now)
         self._relays.flush(now)
 
@@ -702,9 +728,11 @@ class DataPlane:
                 continue
             if any(pending.peer_pk == pk for pending in self._pending):
                 continue
+            # Known candidates may be stale (a restarted peer or super peer), so a missing peer's
+            # candidates are asked for again (at most every CONNECT_REQUEST_INTERVAL).
+            self._relays.request_peer(pk, now)
             endpoints = self._endpoints_of(pk)
             if not endpoints:
-                self._relays.request_peer(pk, now)
                 continue
             if self.identity.pk > pk and now - since < DIAL_GRACE_SECONDS:
                 continue
@@ -743,6 +771,8 @@ class DataPlane:
                 self._set_path(link, link.remote, kind)
         if pk not in self._links:
             self._punch(pk)
+            # New candidates deserve a dial now, not after the backoff of failed ones.
+            self._dial_state.pop(pk, None)
         self._dial_missing(now)
 
     def _punch(self, pk: str) -> None:

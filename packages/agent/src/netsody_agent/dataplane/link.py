@@ -150,6 +150,7 @@ class PeerLink:
         self.timer_handle: Any = None
         self.host_cids: set[bytes] = {connection.host_cid}
         self._replay = ReplayWindow()
+        self._clock = float("-inf")
 
     def __repr__(self) -> str:
         role = "dialer" if self.is_dialer else "acceptor"
@@ -172,7 +173,7 @@ class PeerLink:
             pow_difficulty=pow_difficulty,
             is_permitted=lambda _pk: True,
         )
-        connection.connect(VIRTUAL_ADDRESS, now=now)
+        connection.connect(VIRTUAL_ADDRESS, now=link.clock(now))
         return link
 
     @classmethod
@@ -197,8 +198,21 @@ class PeerLink:
             is_permitted=is_permitted,
         )
 
+    def clock(self, now: float) -> float:
+        """Return `now`, or the latest time this connection saw when `now` is earlier.
+
+        Callers take `now` once per batch of packets, and a packet handled later in a batch
+        may acknowledge one sent with a fresher time in between (a relayed packet is served at
+        once). aioquic would take a negative RTT sample from it, which makes its probe timeout
+        negative: the loss timer then fires at once, forever, until the backoff overflows.
+        """
+        if now > self._clock:
+            self._clock = now
+        return self._clock
+
     def receive(self, data: bytes, now: float) -> bool:
         """Feed one UDP payload; return True when it was an authentic packet of this connection."""
+        now = self.clock(now)
         # NOTE: aioquic has no public signal for "this datagram decrypted", so a change of the
         # largest received 1-RTT packet number signals it. The data plane trusts a new remote
         # address only when this returns True.
@@ -432,7 +446,13 @@ class PeerLink:
 
     def datagrams(self, now: float) -> list[bytes]:
         """Return the UDP payloads aioquic has queued for `remote`."""
+        now = self.clock(now)
         return [data for data, _addr in self.connection.datagrams_to_send(now=now)]
+
+    def handle_timer(self, now: float) -> None:
+        """Run aioquic's timer; a terminated connection has none left to run."""
+        if self.connection.get_timer() is not None:
+            self.connection.handle_timer(self.clock(now))
 
 
 class ReplayWindow:

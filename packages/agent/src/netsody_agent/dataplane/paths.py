@@ -38,6 +38,10 @@ CONNECT_REQUEST_INTERVAL = 10.0
 # open the HTTP/2 fallback to the same super peer. A closed session is reopened this often.
 H2_FALLBACK_SECONDS = 3.0
 RECONNECT_SECONDS = 10.0
+# A lost HTTP/3 session is reopened after this delay, doubled after each attempt that did not
+# authenticate, up to RECONNECT_MAX_SECONDS.
+RECONNECT_MIN_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 60.0
 SIOCGIFADDR = 0x8915
 
 
@@ -86,8 +90,12 @@ class SuperPeers:
         on_peer_candidates: Callable[[str, tuple[wire.Candidate, ...]], None],
         on_relayed: Callable[[bytes, tuple[str, int], SuperPeerSession], None],
         cafile: str | None = None,
+        on_session_up: Callable[[], None] | None = None,
     ) -> None:
         self.identity = identity
+        self._on_session_up = on_session_up
+        self._up: set[Any] = set()
+        self._reconnect_delay: dict[str, float] = {}
         self.urls = list(urls)
         self.sessions: list[SuperPeerSession] = []
         self._by_address: dict[tuple[str, int], SuperPeerSession] = {}
@@ -143,11 +151,11 @@ class SuperPeers:
 
     def check(self, now: float) -> None:
         """Reopen closed HTTP/3 sessions, and fall back to HTTP/2 where HTTP/3 does not work."""
+        self._note_sessions_up()
         for session in list(self.sessions):
             age = time.monotonic() - session.created
-            if session.closed and age > RECONNECT_SECONDS:
-                logger.info("reconnecting to super peer %s", session.url)
-                self._open_h3(session.url)
+            if session.closed:
+                self._reconnect(session)
             fallback = self._fallbacks.get(session.url)
             if session.authenticated or age < H2_FALLBACK_SECONDS:
                 continue
@@ -166,6 +174,31 @@ class SuperPeers:
                 self._fallbacks[session.url] = fallback
                 fallback.start()
         self.flush(now)
+
+    def _reconnect(self, session: SuperPeerSession) -> None:
+        """Reopen a lost HTTP/3 session once its backoff delay has passed."""
+        delay = self._reconnect_delay.get(session.url, RECONNECT_MIN_SECONDS)
+        closed_at = session.closed_at if session.closed_at is not None else session.created
+        if time.monotonic() - closed_at < delay:
+            return
+        self._reconnect_delay[session.url] = min(delay * 2, RECONNECT_MAX_SECONDS)
+        logger.info("reconnecting to super peer %s (next retry after %.0f s)", session.url, delay)
+        self._open_h3(session.url)
+
+    def _note_sessions_up(self) -> None:
+        """Tell the data plane when a session (re)authenticates: peers' candidates changed."""
+        ready = [session for session in self.sessions if session.authenticated]
+        ready += [session for session in self._fallbacks.values() if session.authenticated]
+        new = [session for session in ready if session not in self._up]
+        self._up = set(ready)
+        if not new:
+            return
+        for session in new:
+            self._reconnect_delay.pop(session.url, None)
+        # A new session has new relay ports: ask again for every peer's candidates at once.
+        self._requested.clear()
+        if self._on_session_up is not None:
+            self._on_session_up()
 
     def session_for(self, address: tuple[str, int]) -> SuperPeerSession | None:
         return self._by_address.get(address)

@@ -39,8 +39,11 @@ DEFAULT_PORT = 443
 # The outer QUIC packets to the super peer carry relayed peer packets of up to
 # link.RELAY_UDP_PAYLOAD bytes plus the HTTP datagram and address prefixes.
 SUPER_PEER_UDP_PAYLOAD = 1472
-PING_INTERVAL = 25.0
-IDLE_TIMEOUT = 60.0
+# A ping every few seconds keeps the NAT mapping alive, and its missing acknowledgements end a
+# session with a super peer that restarted (which knows none of its connection IDs) within
+# IDLE_TIMEOUT, so the agent reconnects and binds a new relay port.
+PING_INTERVAL = 5.0
+IDLE_TIMEOUT = 15.0
 
 
 class SuperPeerError(ValueError):
@@ -108,6 +111,8 @@ class SuperPeerSession:
             config.verify_mode = ssl.CERT_REQUIRED
         self.quic = QuicConnection(configuration=config)
         self.created = time.monotonic()
+        self.closed_at: float | None = None
+        self._clock = float("-inf")
         self.h3: H3Connection | None = None
         self.timer_handle: Any = None
 
@@ -119,15 +124,22 @@ class SuperPeerSession:
         """The smoothed round-trip time to the super peer in seconds (aioquic's estimate)."""
         return float(self.quic._loss._rtt_smoothed)
 
+    def _monotonic(self, now: float) -> float:
+        # aioquic must never see time go backwards: see `link.PeerLink.clock`.
+        self._clock = max(self._clock, now)
+        return self._clock
+
     def connect(self, now: float) -> None:
-        self.quic.connect(self.address, now=now)
+        self.quic.connect(self.address, now=self._monotonic(now))
 
     def receive(self, data: bytes, now: float) -> None:
         """Feed one UDP payload from the super peer and handle what it caused."""
+        now = self._monotonic(now)
         self.quic.receive_datagram(data, self.address, now)
         self._process(now)
 
     def handle_timer(self, now: float) -> None:
+        now = self._monotonic(now)
         if self.quic.get_timer() is not None:
             self.quic.handle_timer(now)
         self._process(now)
@@ -140,6 +152,7 @@ class SuperPeerSession:
         return self.quic.get_timer()
 
     def datagrams(self, now: float) -> list[bytes]:
+        now = self._monotonic(now)
         return [data for data, _addr in self.quic.datagrams_to_send(now=now)]
 
     def request_peer(self, pk: str) -> None:
@@ -158,7 +171,13 @@ class SuperPeerSession:
 
     def close(self) -> None:
         self.quic.close(error_code=0, reason_phrase="agent stopping")
-        self.closed = True
+        self._set_closed()
+
+    def _set_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.closed_at = time.monotonic()
+        self.authenticated = False
 
     def _process(self, now: float) -> None:
         event = self.quic.next_event()
@@ -167,8 +186,7 @@ class SuperPeerSession:
                 self.h3 = H3Connection(self.quic)
                 self._open_signaling()
             elif isinstance(event, ConnectionTerminated):
-                self.closed = True
-                self.authenticated = False
+                self._set_closed()
                 self.error = event.reason_phrase or f"error {event.error_code:#x}"
                 logger.warning("super peer %s connection closed: %s", self.url, self.error)
             if self.h3 is not None:
