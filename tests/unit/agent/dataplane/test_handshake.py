@@ -189,3 +189,32 @@ def test_fast_path_packet_accepted_by_aioquic(identities):
     acceptor.process()
 
     assert acceptor.payloads == [b"generic"]
+
+
+def test_reply_handled_with_an_earlier_time_keeps_timer_ahead(identities):
+    # A data plane takes `now` once per batch of packets, so a reply read later in a batch can
+    # carry an earlier time than the packet it acknowledges was sent with.
+    sent_at, batch_started = 1000.0, 999.9
+    dialer = Endpoint(
+        PeerLink.dial(identities[0], identities[1].pk, now=sent_at, pow_difficulty=DIFFICULTY)
+    )
+    first = dialer.link.datagrams(sent_at)
+    header = pull_quic_header(Buffer(data=first[0]), host_cid_length=8)
+    config = server_configuration(identities[1], handshake.identity_certificate(identities[1]))
+    acceptor = PeerLink.accept(
+        identities[1],
+        config,
+        original_destination_connection_id=header.destination_cid,
+        pow_difficulty=DIFFICULTY,
+        is_permitted=lambda _pk: True,
+    )
+    for data in first:
+        acceptor.receive(data, sent_at)
+    for data in acceptor.datagrams(sent_at):
+        dialer.link.receive(data, batch_started)
+    dialer.process()
+
+    timer = dialer.link.connection.get_timer()
+
+    assert timer is not None
+    assert timer > sent_at
