@@ -3,6 +3,7 @@ DocumentError, and views that compile like the full document."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import string
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
@@ -26,7 +27,7 @@ from netsody_common.document import (
     parse_document,
     render_document,
 )
-from netsody_common.policy import compile_for_node, view_for_node
+from netsody_common.policy import compile_for_node, render_view_for_node, view_for_node
 
 # Generating one document takes about 50 draws, so the document properties run fewer examples
 # than the parser properties to keep the unit suite fast.
@@ -214,6 +215,37 @@ def test_view_compiles_like_document(document: NetworkDocument, data: st.DataObj
     node = data.draw(st.sampled_from(document.nodes))
     view = parse_document(render_document(view_for_node(document, node.pk)))
     assert compile_for_node(view, node.pk) == compile_for_node(document, node.pk)
+
+
+def shorten_keys(document: NetworkDocument, length: int) -> NetworkDocument:
+    """Cut every pk to `length` characters: short enough for tomli_w to write tables inline,
+    and for cuts of 1 or 2 characters, possibly repeated."""
+    nodes = tuple(dataclasses.replace(node, pk=node.pk[:length]) for node in document.nodes)
+    resources = tuple(
+        dataclasses.replace(resource, gw=resource.gw[:length]) for resource in document.resources
+    )
+    return dataclasses.replace(document, nodes=nodes, resources=resources)
+
+
+@DOCUMENT_SETTINGS
+@given(documents())
+def test_view_render_matches_render_of_view(document: NetworkDocument) -> None:
+    for node in document.nodes:
+        expected = render_document(view_for_node(document, node.pk))
+        assert render_view_for_node(document, node.pk) == expected
+    # The second pass reads the fragments cached by the first.
+    for node in reversed(document.nodes):
+        expected = render_document(view_for_node(document, node.pk))
+        assert render_view_for_node(document, node.pk) == expected
+
+
+@DOCUMENT_SETTINGS
+@given(documents(), st.integers(1, 8))
+def test_view_render_matches_with_short_keys(document: NetworkDocument, length: int) -> None:
+    document = shorten_keys(document, length)
+    for node in document.nodes:
+        expected = render_document(view_for_node(document, node.pk))
+        assert render_view_for_node(document, node.pk) == expected
 
 
 def assert_parses_or_reports(text: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -177,9 +178,17 @@ def _expand(
     return mask, tuple(resources)
 
 
+# Maps the digits of a binary string to the bytes 0 and 1, for `itertools.compress`.
+_BIT_BYTES = bytes.maketrans(b"01", b"\x00\x01")
+
+
 def positions_of(mask: int) -> list[int]:
     """Return the set bits of `mask` in ascending order."""
     text = bin(mask)[:1:-1]
+    if mask.bit_count() * 16 > len(text):
+        # Dense masks: one pass in C over the digits instead of a search per set bit.
+        flags = text.encode().translate(_BIT_BYTES)
+        return list(itertools.compress(range(len(flags)), flags))
     result = []
     position = text.find("1")
     while position >= 0:

@@ -60,6 +60,7 @@ __all__ = [
     "ResourceAccess",
     "RuleSet",
     "compile_for_node",
+    "render_view_for_node",
     "view_for_node",
 ]
 
@@ -507,6 +508,20 @@ def view_for_node(document: NetworkDocument, pk: str) -> NetworkDocument:
         policies=_view_policies(compiled, own_reach),
         resources=resources,
     )
+
+
+def render_view_for_node(document: NetworkDocument, pk: str) -> str:
+    """Return `render_document(view_for_node(document, pk))`, the same text, made fast for many
+    nodes of one document.
+
+    The TOML of each node, resource and rule set is rendered once and reused while the document
+    object lives, so a view costs about the size of its text rather than a full render.
+    Raises `NodeNotFoundError` when `pk` is not a node of the document.
+    """
+    # NOTE: imported here because the renderer builds on the functions of this module.
+    from netsody_common._view_render import renderer_for
+
+    return renderer_for(document).render(pk)
 
 
 def _position_of(index: DocumentIndex, pk: str) -> int:
