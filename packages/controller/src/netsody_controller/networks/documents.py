@@ -26,7 +26,7 @@ from netsody_common.document import (
     parse_document,
     render_document,
 )
-from netsody_common.policy import view_for_node
+from netsody_common.policy import render_view_for_node
 from netsody_controller import revisions
 from netsody_controller.errors import ErrorCode, InvalidRequestError
 from netsody_controller.networks.models import Network
@@ -174,7 +174,7 @@ def node_view(network: Network, pk: str) -> str:
     shared_key = f"node-view:{network.id}:{network.revision}:{pk}"
     text = cache.get(shared_key)
     if text is None:
-        text = render_document(view_for_node(document, pk))
+        text = render_view_for_node(document, pk)
         cache.set(shared_key, text, timeout=SHARED_VIEW_TTL_SECS)
     _views.store(view_key, text)
     return text
