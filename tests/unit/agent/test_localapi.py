@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import stat
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from netsody_agent import localapi
 from netsody_agent.errors import LocalApiError
 from netsody_agent.localapi import (
     LocalApiClient,
@@ -117,3 +119,84 @@ async def test_server_checks_peer_uid(use_token: bool, expected: str) -> None:
     assert expected in out.decode()
     if not use_token:
         assert '"code": "forbidden"' in out.decode()
+
+
+async def _raw_call(path: Path, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+
+
+async def _buggy(params: dict) -> dict:
+    raise RuntimeError("handler bug")
+
+
+@pytest.mark.parametrize("params", [[1], "text", 5], ids=["list", "string", "number"])
+async def test_non_object_params_rejected(tmp_path: Path, params) -> None:
+    server = LocalApiServer(tmp_path, {"echo": _echo})
+    await server.start()
+    try:
+        payload = json.dumps({"method": "echo", "params": params}).encode() + b"\n"
+        answer = json.loads(await _raw_call(tmp_path / "netsody.sock", payload))
+    finally:
+        await server.stop()
+    assert answer["ok"] is False
+    assert answer["code"] == "bad_request"
+    assert "params" in answer["detail"]
+
+
+async def test_handler_crash_keeps_serving(tmp_path: Path) -> None:
+    server = LocalApiServer(tmp_path, {"buggy": _buggy, "echo": _echo})
+    await server.start()
+    try:
+        sock = tmp_path / "netsody.sock"
+        response = json.loads(await _raw_call(sock, b'{"method": "buggy"}\n'))
+        assert response == {
+            "ok": False,
+            "detail": "the agent failed on buggy; its log has the details",
+            "code": "internal",
+        }
+        echoed = json.loads(await _raw_call(sock, b'{"method": "echo", "params": {"value": 1}}\n'))
+        assert echoed == {"ok": True, "result": {"echo": 1}}
+    finally:
+        await server.stop()
+
+
+async def test_idle_connection_closed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(localapi, "REQUEST_READ_TIMEOUT_SECONDS", 0.05)
+    server = LocalApiServer(tmp_path, {"echo": _echo})
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "netsody.sock"))
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_connection_limit_rejects_extra(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(localapi, "MAX_CONNECTIONS", 2)
+    server = LocalApiServer(tmp_path, {"echo": _echo})
+    await server.start()
+    sock = str(tmp_path / "netsody.sock")
+    idle = [await asyncio.open_unix_connection(sock) for _ in range(2)]
+    try:
+        # The two idle connections are counted before this one, so the server rejects it.
+        rejected = json.loads(await _raw_call(tmp_path / "netsody.sock", b'{"method": "echo"}\n'))
+        assert rejected["code"] == "busy"
+        for _, writer in idle:
+            writer.close()
+            await writer.wait_closed()
+        payload = b'{"method": "echo", "params": {"value": 2}}\n'
+        for _ in range(100):
+            answer = json.loads(await _raw_call(tmp_path / "netsody.sock", payload))
+            if answer.get("ok"):
+                break
+            await asyncio.sleep(0.01)
+        assert answer == {"ok": True, "result": {"echo": 2}}
+    finally:
+        await server.stop()

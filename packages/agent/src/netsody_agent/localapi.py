@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = 1 << 20
 CLIENT_TIMEOUT_SECONDS = 60.0
+# SECURITY: anyone may connect, so a connection must send its request line soon, and only so
+# many connections are open at once; idle connections cannot exhaust the daemon's descriptors.
+REQUEST_READ_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 64
 _UCRED = struct.Struct("3i")
 
 
@@ -78,6 +82,7 @@ class LocalApiServer:
         self.handlers = handlers
         self.token = ensure_local_token(state_dir)
         self._server: asyncio.AbstractServer | None = None
+        self._connections = 0
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one) and start serving."""
@@ -100,14 +105,29 @@ class LocalApiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         uid = peer_uid(writer.get_extra_info("socket"))
+        self._connections += 1
         try:
-            line = await reader.readline()
-            response = await self._respond(line, uid)
+            if self._connections > MAX_CONNECTIONS:
+                logger.warning(
+                    "local API rejected a connection: %d are already open", MAX_CONNECTIONS
+                )
+                response = _error(
+                    f"the agent already serves {MAX_CONNECTIONS} local API connections; try again",
+                    "busy",
+                )
+            else:
+                line = await asyncio.wait_for(reader.readline(), REQUEST_READ_TIMEOUT_SECONDS)
+                response = await self._respond(line, uid)
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
+        except TimeoutError:
+            logger.warning(
+                "local API connection closed: no request within %s s", REQUEST_READ_TIMEOUT_SECONDS
+            )
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             logger.warning("local API connection failed: %s", exc)
         finally:
+            self._connections -= 1
             writer.close()
 
     async def _respond(self, line: bytes, uid: int | None) -> dict[str, Any]:
@@ -118,6 +138,8 @@ class LocalApiServer:
             token = request.get("token")
         except (ValueError, KeyError, TypeError):
             return _error("request is not a JSON object with a method", "bad_request")
+        if not isinstance(params, dict):
+            return _error(f"params of {method!r} must be a JSON object", "bad_request")
         if not is_authorized(uid, token if isinstance(token, str) else None, self.token):
             logger.warning(
                 "local API request %s from uid %s rejected: not root, no token", method, uid
@@ -135,6 +157,10 @@ class LocalApiServer:
         except AgentError as exc:
             logger.error("local API method %s failed: %s", method, exc)
             return _error(str(exc), "failed")
+        except Exception:
+            # A bug or a parameter of the wrong type: the client gets an error, others are served.
+            logger.exception("local API method %s failed unexpectedly", method)
+            return _error(f"the agent failed on {method}; its log has the details", "internal")
 
 
 def _error(detail: str, code: str) -> dict[str, Any]:
