@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -93,11 +95,27 @@ def _unauthenticated(request: HttpRequest, error: AuthenticationError) -> HttpRe
     )
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    detail = f"The request body is larger than {limit} bytes; send a smaller one"
+    return _envelope(request, detail, ErrorCode.INVALID, 413)
+
+
+def _location(parts: tuple[object, ...]) -> str:
+    """Join a validation error location, naming a repeated part (`body.body.name`) once."""
+    names: list[str] = []
+    for part in parts:
+        if not names or names[-1] != str(part):
+            names.append(str(part))
+    return ".".join(names)
+
+
 @api.exception_handler(ValidationError)
 def _invalid(request: HttpRequest, error: ValidationError) -> HttpResponse:
     problems = []
     for entry in error.errors[:5]:
-        location = ".".join(str(part) for part in entry.get("loc", ()))
+        location = _location(tuple(entry.get("loc", ())))
         problems.append(f"{location}: {entry.get('msg', 'invalid')}")
     detail = "Invalid request: " + "; ".join(problems) if problems else "Invalid request"
     return _envelope(request, detail, ErrorCode.INVALID, 422)

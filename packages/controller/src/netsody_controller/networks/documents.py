@@ -29,6 +29,7 @@ from netsody_common.document import (
 from netsody_common.policy import render_view_for_node
 from netsody_controller import revisions
 from netsody_controller.errors import ErrorCode, InvalidRequestError
+from netsody_controller.networks import services
 from netsody_controller.networks.models import Network
 from netsody_controller.nodes.models import Device, Node
 from netsody_controller.policies.models import Policy, Resource
@@ -192,13 +193,17 @@ def import_document(network: Network, text: str) -> Network:
         document = parse_document(text)
     except DocumentError as error:
         raise document_error(error) from error
+    # SECURITY: the document's name and subnet pass the same checks as the network fields, so a
+    # document cannot give member devices a route for a public range or the whole internet.
+    name = services.check_network_name(document.name) if document.name else None
+    subnet = services.parse_subnet(str(document.network))
     network = Network.objects.select_for_update().get(id=network.id)
     old_devices = set(Node.objects.filter(network=network).values_list("device_id", flat=True))
     Policy.objects.filter(network=network).delete()
     Resource.objects.filter(network=network).delete()
     Node.objects.filter(network=network).delete()
-    network.name = document.name or network.name
-    network.subnet = str(document.network)
+    network.name = name or network.name
+    network.subnet = str(subnet)
     network.save()
     nodes = _import_nodes(network, document)
     resources = _import_resources(network, document, nodes)

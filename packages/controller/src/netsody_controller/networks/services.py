@@ -21,6 +21,7 @@ from netsody_controller.permissions import Action
 logger = logging.getLogger(__name__)
 
 MIN_PREFIX = 8
+MAX_NAME_LENGTH = 63
 # A /30 leaves two usable addresses, of which the last is reserved: one node.
 MAX_PREFIX = 30
 _PRIVATE_RANGES = tuple(
@@ -53,6 +54,19 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
             f"to /{MAX_PREFIX}"
         )
     return subnet
+
+
+def check_network_name(name: str) -> str:
+    """Return a network name stripped of surrounding blanks, or raise when it is empty or long."""
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidRequestError(f"network name is empty: use 1 to {MAX_NAME_LENGTH} characters")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise InvalidRequestError(
+            f"network name {stripped[:20]!r}... has {len(stripped)} characters: use 1 to "
+            f"{MAX_NAME_LENGTH}"
+        )
+    return stripped
 
 
 def membership_for(user: User, network_id: uuid.UUID, action: Action) -> Membership:
@@ -88,7 +102,7 @@ def create_network(user: User, *, name: str, subnet: str) -> Membership:
     from netsody_controller.policies.models import Policy
 
     parsed = parse_subnet(subnet)
-    network = Network.objects.create(name=name, subnet=str(parsed))
+    network = Network.objects.create(name=check_network_name(name), subnet=str(parsed))
     membership = Membership.objects.create(network=network, user=user, role=Role.OWNER)
     Policy.objects.create(
         network=network,
@@ -107,7 +121,7 @@ def update_network(
 ) -> Network:
     network = Network.objects.select_for_update().get(id=membership.network_id)
     if name is not None:
-        network.name = name
+        network.name = check_network_name(name)
     if subnet is not None:
         parsed = parse_subnet(subnet)
         if str(parsed) != network.subnet and network.nodes.exists():
