@@ -8,7 +8,11 @@ Prints medians over several runs next to a baseline measured in the same run:
   on a document already compiled once (lookups reused), against a straightforward compile
   that expands every policy into sets of pks;
 - per-packet decisions: `decide` per call and `decide_many` per batch, against a loop that
-  does one dict lookup per packet.
+  does one dict lookup per packet;
+- one node's view as TOML, for this network and for the network of the controller benchmark
+  (`--view-nodes` nodes, one ALL-to-ALL policy), against `render_document(view_for_node(...))`.
+  `render_view_for_node` runs once with its per-document fragments filled, and once on a fresh
+  copy of the document, where the call also builds the lookups and the fragments of that view.
 
 The generated network is deterministic (seeded): nodes in 10.0.0.0/16 with three groups
 each, a quarter of the policies with port rules, one in twenty with conditions, and
@@ -18,6 +22,7 @@ resources whose gateways are nodes of the network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import platform
@@ -39,10 +44,17 @@ from netsody_common.document import (
     parse_document,
     render_document,
 )
-from netsody_common.policy import EGRESS, INGRESS, compile_for_node
+from netsody_common.policy import (
+    EGRESS,
+    INGRESS,
+    compile_for_node,
+    render_view_for_node,
+    view_for_node,
+)
 
 SEED = 20261204
 PACKETS = 200_000
+VIEW_SAMPLE = 10
 
 
 def generate_document(nodes: int, groups: int, policies: int, resources: int) -> NetworkDocument:
@@ -185,6 +197,38 @@ def rate_row(label: str, per_second: float, baseline_label: str, baseline: float
     )
 
 
+def all_to_all_document(nodes: int) -> NetworkDocument:
+    """Build the network of the controller benchmark: `nodes` nodes, one ALL-to-ALL policy."""
+    document = generate_document(nodes, 10, 0, 0)
+    return dataclasses.replace(document, policies=(Policy(("ALL",), ("ALL",)),))
+
+
+def print_view_rows(label: str, document: NetworkDocument, runs: int) -> None:
+    """Print the time of one node's view, averaged over a sample of nodes, by both paths."""
+    step = max(1, len(document.nodes) // VIEW_SAMPLE)
+    pks = [node.pk for node in document.nodes[::step][:VIEW_SAMPLE]]
+    for pk in pks:
+        assert render_view_for_node(document, pk) == render_document(view_for_node(document, pk))
+    copies = iter([dataclasses.replace(document) for _ in range(runs)])
+
+    def fresh() -> None:
+        copy = next(copies)
+        for pk in pks:
+            render_view_for_node(copy, pk)
+
+    new, cold, old = median_seconds(
+        lambda: [render_view_for_node(document, pk) for pk in pks],
+        fresh,
+        lambda: [render_document(view_for_node(document, pk)) for pk in pks],
+        runs=runs,
+    )
+    count = len(pks)
+    baseline = "render_document(view_for_node)"
+    print(f"  {label}: {len(render_view_for_node(document, pks[0])) / 1e3:.0f} kB per view")
+    print(row("render_view_for_node, filled", new / count, baseline, old / count))
+    print(row("render_view_for_node, fresh copy", cold / count, baseline, old / count))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5000, help="number of nodes")
@@ -192,6 +236,9 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=1000, help="number of policies")
     parser.add_argument("--resources", type=int, default=200, help="number of subnet resources")
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument(
+        "--view-nodes", type=int, default=1000, help="nodes of the ALL-to-ALL view network"
+    )
     args = parser.parse_args()
 
     document = generate_document(args.nodes, args.groups, args.policies, args.resources)
@@ -262,6 +309,14 @@ def main() -> None:
     )
     allowed = sum(compiled.decide_many(packets))
     print(f"  {len(packets)} packets, {allowed} allowed")
+
+    print(f"one node's view, per node, mean over {VIEW_SAMPLE} nodes:")
+    print_view_rows("this network", document, args.runs)
+    print_view_rows(
+        f"{args.view_nodes} nodes, one ALL-to-ALL policy",
+        all_to_all_document(args.view_nodes),
+        args.runs,
+    )
 
 
 if __name__ == "__main__":
