@@ -91,11 +91,26 @@ class _Api:
         if self.daemon.dataplane is not None:
             self.daemon.dataplane.set_super_peers(list(self.daemon.settings.super_peers))
 
+    def _controller(self, params: dict[str, Any]) -> str:
+        """Return the controller of a pair or join request: the given one, else the stored one.
+
+        It is stored only with the new credential, so a mistyped URL keeps the device logged in.
+        """
+        value = params.get("controller")
+        if value:
+            if not isinstance(value, str):
+                raise LocalApiError("parameter 'controller' must be a URL", "bad_request")
+            try:
+                return validate_http_url(value, option="--controller")
+            except SettingsError as exc:
+                raise LocalApiError(str(exc), "invalid_settings") from exc
+        if not self.daemon.settings.controller:
+            raise LocalApiError("no controller is set: pass --controller", "invalid_settings")
+        return self.daemon.settings.controller
+
     async def pair(self, params: dict[str, Any]) -> dict[str, Any]:
         token = _string(params, "access_token")
-        controller = self.daemon.settings.controller
-        if not controller:
-            raise LocalApiError("no controller is set: pass --controller", "invalid_settings")
+        controller = self._controller(params)
         client = ControllerClient(controller)
         try:
             assert self.daemon.identity is not None
@@ -104,14 +119,13 @@ class _Api:
             raise LocalApiError(f"pairing with the controller failed: {exc}", "controller") from exc
         finally:
             await client.close()
-        return await self._store_credential(result, "paired with the controller")
+        return await self._store_credential(result, controller, "paired with the controller")
 
     async def join(self, params: dict[str, Any]) -> dict[str, Any]:
         join_key = _string(params, "join_key")
-        await self.update_settings(
-            {"controller": _string(params, "controller"), "super_peers": params.get("super_peers")}
-        )
-        client = ControllerClient(self.daemon.settings.controller or "")
+        controller = self._controller({"controller": _string(params, "controller")})
+        await self.update_settings({"super_peers": params.get("super_peers")})
+        client = ControllerClient(controller)
         try:
             assert self.daemon.identity is not None
             result = await client.join(self.daemon.identity, join_key)
@@ -119,14 +133,18 @@ class _Api:
             raise LocalApiError(f"joining with the join key failed: {exc}", "controller") from exc
         finally:
             await client.close()
-        return await self._store_credential(result, "joined a network with a join key")
+        return await self._store_credential(result, controller, "joined a network with a join key")
 
-    async def _store_credential(self, result: dict[str, Any], what: str) -> dict[str, Any]:
+    async def _store_credential(
+        self, result: dict[str, Any], controller: str, what: str
+    ) -> dict[str, Any]:
         credential = result.get("node_credential")
         if not isinstance(credential, str) or not credential:
             raise LocalApiError("the controller returned no node credential", "controller")
         daemon = self.daemon
-        daemon.update_settings(replace(daemon.settings, node_credential=credential))
+        daemon.update_settings(
+            replace(daemon.settings, controller=controller, node_credential=credential)
+        )
         logger.info("%s; node id %s", what, daemon.pk)
         await daemon.sync_sources()
         await self._wait_first_fetch(CONTROLLER_SOURCE_ID)

@@ -249,17 +249,20 @@ def cmd_login(args: argparse.Namespace) -> int:
     from netsody_agent import deviceflow
 
     client = _client(args)
+    # The controller is stored only when pairing succeeds, so a failed login keeps the device
+    # logged in to its current controller.
     settings = client.call(
         "settings.update",
         {
-            "controller": args.controller,
             "auth_url": args.auth_url,
             "auth_client_id": args.auth_client_id,
             "super_peers": args.super_peers,
         },
     )
-    missing = [opt for opt, key in (("--controller", "controller"), ("--auth-url", "auth_url"),
-               ("--auth-client-id", "auth_client_id")) if not settings.get(key)]  # fmt: skip
+    controller = args.controller or settings.get("controller")
+    missing = [opt for opt, value in (("--controller", controller),
+               ("--auth-url", settings.get("auth_url")),
+               ("--auth-client-id", settings.get("auth_client_id"))) if not value]  # fmt: skip
     if missing:
         raise AgentError(f"no {', '.join(missing)} stored yet: pass them to `netsody login`")
     with httpx.Client() as http:
@@ -273,9 +276,11 @@ def cmd_login(args: argparse.Namespace) -> int:
         token = deviceflow.poll_for_token(
             http, endpoints, settings["auth_client_id"], authorization
         )
-    result = client.call("login.pair", {"access_token": token["access_token"]})
+    result = client.call(
+        "login.pair", {"access_token": token["access_token"], "controller": controller}
+    )
     print(
-        f"Paired this device ({result['pk'][:16]}...) with {settings['controller']}; "
+        f"Paired this device ({result['pk'][:16]}...) with {controller}; "
         f"device id {result.get('device_id', 'unknown')}"
     )
     return EXIT_OK

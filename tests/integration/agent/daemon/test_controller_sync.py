@@ -216,6 +216,30 @@ def test_join_applies_and_follows_controller(agent_ns, bridge, user) -> None:
     assert agent_ns.stop() == 0
 
 
+def test_failed_login_keeps_the_node_credential(agent_ns, bridge, user) -> None:
+    network = user.call("POST", "/networks", {"name": "kept", "subnet": "10.21.0.0/24"}, 201)
+    key = user.call("POST", f"/networks/{network['id']}/join-keys", {"name": "ci"}, 201)
+    agent_ns.start()
+    agent_ns.netsody("join", "--controller", CONTROLLER_URL, "--join-key", key["secret"])
+    wait_for(lambda: bool(tun_addresses(agent_ns)), "the overlay address from the controller")
+
+    # A mistyped controller or provider fails the login and leaves the device logged in.
+    unreachable = "http://127.0.0.1:1"
+    login = agent_ns.netsody(
+        "login", "--controller", f"{unreachable}/api", "--auth-url", unreachable,
+        "--auth-client-id", "netsody-agent", check=False,
+    )  # fmt: skip
+    assert login.returncode != 0
+    joined = agent_ns.netsody("join", "--controller", f"{unreachable}/api", "--join-key", "nsj_x",
+                              check=False)  # fmt: skip
+    assert joined.returncode != 0
+    status = agent_ns.status()
+    assert status["logged_in"] is True
+    assert status["controller"] == CONTROLLER_URL
+    assert tun_addresses(agent_ns)
+    assert agent_ns.stop() == 0
+
+
 def test_login_with_device_flow_pairs(agent_ns, bridge, user, idp) -> None:
     agent_ns.start()
     # The command runs on the host: it reaches the daemon through the socket file and the
