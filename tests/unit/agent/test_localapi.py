@@ -200,3 +200,23 @@ async def test_connection_limit_rejects_extra(tmp_path: Path, monkeypatch) -> No
         assert answer == {"ok": True, "result": {"echo": 2}}
     finally:
         await server.stop()
+
+
+async def _close_without_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readline()
+    writer.close()
+
+
+async def test_client_reports_missing_answer(tmp_path: Path) -> None:
+    server = await asyncio.start_unix_server(
+        _close_without_answer, path=str(tmp_path / "netsody.sock")
+    )
+    try:
+        client = LocalApiClient(tmp_path, timeout=5)
+        with pytest.raises(LocalApiError) as raised:
+            await asyncio.to_thread(client.call, "status")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raised.value.code == "io"
+    assert "no valid answer" in raised.value.detail

@@ -199,7 +199,15 @@ class LocalApiClient:
             raise LocalApiError(f"cannot open {path}: run as root", "forbidden") from exc
         except OSError as exc:
             raise LocalApiError(f"local API request {method} failed: {exc}", "io") from exc
-        response = json.loads(data)
+        try:
+            response = json.loads(data)
+        except ValueError:
+            response = None
+        if not isinstance(response, dict):
+            raise LocalApiError(
+                f"local API request {method} got no valid answer from the daemon: see its log",
+                "io",
+            )
         if not response.get("ok"):
             raise LocalApiError(str(response.get("detail")), str(response.get("code")))
         return dict(response.get("result") or {})

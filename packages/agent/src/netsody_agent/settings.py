@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from netsody_agent.errors import SettingsError
 from netsody_agent.urls import redact_url
@@ -70,9 +70,24 @@ class Settings:
         return None
 
 
+def _split_url(url: str, label: str) -> SplitResult:
+    """Split `url`, raising `SettingsError` for a malformed host or port (never ValueError).
+
+    SECURITY: the message leaves the URL out, because it may carry basic-auth credentials.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, which raises ValueError when out of range
+    except ValueError as exc:
+        raise SettingsError(
+            f"{label} is not a valid URL ({exc}): check its host and port"
+        ) from None
+    return parts
+
+
 def validate_network_url(url: str) -> str:
     """Return `url` if it is a `file://` or `https://` URL, else raise `SettingsError`."""
-    parts = urlsplit(url)
+    parts = _split_url(url, "network URL")
     if parts.scheme == "file":
         if not parts.path.startswith("/"):
             raise SettingsError(
@@ -93,7 +108,7 @@ def validate_network_url(url: str) -> str:
 
 def validate_http_url(url: str, *, option: str) -> str:
     """Return `url` stripped of a trailing slash if it is an http(s) URL with a host."""
-    parts = urlsplit(url)
+    parts = _split_url(url, option)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SettingsError(f"{option} {url!r} is not an http(s) URL: use https://host[/path]")
     return url.rstrip("/")
