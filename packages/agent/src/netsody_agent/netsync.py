@@ -27,6 +27,10 @@ class SourceState:
     snapshot: Snapshot | None = None
     networks: list[AppliedNetwork] = field(default_factory=list)
     error: str | None = None
+    # The error in force before fetching began to fail (an invalid document, or None), shown
+    # again once a fetch succeeds. None while fetching works.
+    error_before_fetch_failure: str | None = None
+    fetch_failing: bool = False
     task: asyncio.Task[None] | None = None
     first_result: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -84,6 +88,9 @@ class SourceRunner:
             try:
                 snapshot = await state.source.next()
             except ConfigSourceError as exc:
+                if not state.fetch_failing:
+                    state.fetch_failing = True
+                    state.error_before_fetch_failure = state.error
                 self._record_error(state, f"{exc} (keeping the last valid configuration)")
                 state.first_result.set()
                 await asyncio.sleep(backoff)
@@ -97,9 +104,18 @@ class SourceRunner:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             backoff = INITIAL_BACKOFF_SECONDS
+            if state.fetch_failing and snapshot is None:
+                self._recover(state)
+            state.fetch_failing = False
             if snapshot is not None:
                 self._accept(state, snapshot)
             state.first_result.set()
+
+    def _recover(self, state: SourceState) -> None:
+        """Clear the fetch error once a fetch returns "unchanged" (a long poll timed out)."""
+        logger.info("configuration source %s recovered", state.source.description)
+        state.error = state.error_before_fetch_failure
+        self.on_change()
 
     def _accept(self, state: SourceState, snapshot: Snapshot) -> None:
         if snapshot == state.snapshot and state.error is None:
