@@ -27,16 +27,6 @@ EXPECTED_PATHS = {("a", "b"): "direct", ("c", "a"): "relay-h3", ("d", "a"): "rel
 CONVERGE_TIMEOUT = 45.0
 POLICY_TIMEOUT = 30.0
 
-AGENT_RESTART_BUG = (
-    "after dev-b's agent is killed and restarted, dev-a does not reach it again; the agents' "
-    "super peer sessions, which a new endpoint of dev-b needs, did not recover from the restart "
-    "of the super peer in the previous step"
-)
-SUPER_PEER_RESTART_BUG = (
-    "after the super peer restarts, dev-c (symmetric NAT, relayed over HTTP/3) does not reach "
-    "dev-a again: the agents do not re-establish the relayed path"
-)
-
 
 @dataclass
 class World:
@@ -325,7 +315,6 @@ def test_traffic_survives_controller_outage(world: World) -> None:
         )
 
 
-@pytest.mark.xfail(reason=SUPER_PEER_RESTART_BUG, strict=True)
 def test_relayed_pairs_recover_after_super_peer_restart(world: World) -> None:
     require_overlay(world)
     world.services.stop_superpeer()
@@ -334,7 +323,6 @@ def test_relayed_pairs_recover_after_super_peer_restart(world: World) -> None:
     wait_ping(world, "d", overlay_ip(world, "a"))
 
 
-@pytest.mark.xfail(reason=AGENT_RESTART_BUG, strict=True)
 def test_peers_reconnect_after_agent_restart(world: World) -> None:
     require_overlay(world)
     world.agents["b"].stop(kill=True)

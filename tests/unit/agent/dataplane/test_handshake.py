@@ -191,7 +191,7 @@ def test_fast_path_packet_accepted_by_aioquic(identities):
     assert acceptor.payloads == [b"generic"]
 
 
-def test_reply_handled_with_an_earlier_time_keeps_timer_ahead(identities):
+def test_ack_handled_with_earlier_time_keeps_loss_timer_after_send(identities):
     # A data plane takes `now` once per batch of packets, so a reply read later in a batch can
     # carry an earlier time than the packet it acknowledges was sent with.
     sent_at, batch_started = 1000.0, 999.9

@@ -85,6 +85,10 @@ REDIAL_MAX_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 0.25
 # A connection without an authentic packet for this long loses a duplicate-connection tie-break.
 STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
+# When a second connection of a peer comes up, the current one gets a ping. Without an
+# acknowledgement within this long it counts as dead (the peer restarted), and the new
+# connection replaces it.
+LIVENESS_PROBE_SECONDS = 1.0
 
 
 class DataPlaneError(OSError):
@@ -123,6 +127,8 @@ class DataPlane:
         self._certificate = handshake.identity_certificate(identity)
         self._server_config = server_configuration(identity, self._certificate)
         self._links: dict[str, PeerLink] = {}
+        # An authenticated second connection per peer, kept while the current one is probed.
+        self._contenders: dict[str, tuple[PeerLink, float]] = {}
         self._pending: set[PeerLink] = set()
         self._by_cid: dict[bytes, PeerLink] = {}
         self._endpoints: dict[str, list[tuple[str, int]]] = {}
@@ -172,14 +178,17 @@ class DataPlane:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
-        for link in [*self._links.values(), *self._pending]:
+        links = [*self._links.values(), *self._pending]
+        links += [link for link, _since in self._contenders.values()]
+        self._contenders.clear()
+        for link in links:
             link.close(handshake.ERROR_NONE, "agent stopping")
             self._flush(link, self._now())
         self._relays.close(self._now())
         if self._loop is not None and self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._loop.remove_reader(self.tun.fileno())
-        for link in [*self._links.values(), *self._pending]:
+        for link in links:
             if link.timer_handle is not None:
                 link.timer_handle.cancel()
         self._links.clear()
@@ -203,6 +212,8 @@ class DataPlane:
         for link in list(self._pending):
             if link.peer_pk is not None and link.peer_pk not in permitted:
                 self._close_link(link, "no policy permits this peer any more")
+        for pk in [pk for pk in self._contenders if pk not in permitted]:
+            self._close_link(self._contenders.pop(pk)[0], "no policy permits this peer any more")
         now = self._now()
         for pk in permitted:
             self._peer_since.setdefault(pk, now)
@@ -669,9 +680,13 @@ class DataPlane:
         current = self._links.get(pk)
         if current is not None and current is not link and current.state == STATE_UP:
             if self._keep_current(current, link):
-                self._close_link(link, "duplicate connection")
+                self._probe_current(current, link)
                 return
             self._close_link(current, "replaced by a newer connection")
+        self._promote(link)
+
+    def _promote(self, link: PeerLink) -> None:
+        pk = link.peer_pk or ""
         self._links[pk] = link
         self._dial_state.pop(pk, None)
         logger.info(
@@ -681,6 +696,38 @@ class DataPlane:
             link.path,
             link.remote,
         )
+
+    def _probe_current(self, current: PeerLink, new: PeerLink) -> None:
+        """Keep `new` aside and ping `current`, which a restarted peer cannot acknowledge.
+
+        Both ends reach the same choice. While the current connection is alive, the tie-break of
+        `_keep_current` decides on both ends alike. A restarted peer has only the new one.
+        """
+        pk = new.peer_pk or ""
+        previous = self._contenders.pop(pk, None)
+        if previous is not None and previous[0] is not new:
+            self._close_link(previous[0], "duplicate connection")
+        now = self._now()
+        self._contenders[pk] = (new, now)
+        current.connection.send_ping(1)
+        self._flush(current, now)
+        self._arm_timer(current)
+
+    def _resolve_contenders(self, now: float) -> None:
+        for pk, (new, since) in list(self._contenders.items()):
+            current = self._links.get(pk)
+            if new.state != STATE_UP:
+                del self._contenders[pk]
+            elif current is None or current.state != STATE_UP:
+                del self._contenders[pk]
+                self._promote(new)
+            elif current.last_received > since:
+                del self._contenders[pk]
+                self._close_link(new, "duplicate connection")
+            elif now - since > LIVENESS_PROBE_SECONDS:
+                del self._contenders[pk]
+                self._close_link(current, "replaced by a newer connection (no answer)")
+                self._promote(new)
 
     def _keep_current(self, current: PeerLink, new: PeerLink) -> bool:
         # NOTE: both sides must pick the same connection. A stale one always loses; otherwise
@@ -699,9 +746,16 @@ class DataPlane:
         if link.timer_handle is not None:
             link.timer_handle.cancel()
             link.timer_handle = None
+        contender = self._contenders.get(link.peer_pk or "")
+        if contender is not None and contender[0] is link:
+            del self._contenders[link.peer_pk or ""]
         if link.peer_pk is not None and self._links.get(link.peer_pk) is link:
             del self._links[link.peer_pk]
             logger.info("peer %s disconnected: %s", link.peer_pk, link.close_reason)
+            if contender is not None and contender[0] is not link:
+                del self._contenders[link.peer_pk]
+                self._promote(contender[0])
+                return
             self._schedule_redial(link.peer_pk, self._now())
         elif link.close_reason:
             logger.debug(
@@ -825,6 +879,7 @@ class DataPlane:
                 self._close_link(link, "handshake timed out")
                 link.state = STATE_CLOSED
                 self._on_link_closed(link)
+        self._resolve_contenders(now)
         # Packets of the fast path bypass aioquic, so a ping every interval keeps its idle
         # timer and the NAT mapping alive even while data flows.
         if now - self._last_keepalive >= KEEPALIVE_INTERVAL:

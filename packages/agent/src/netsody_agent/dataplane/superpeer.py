@@ -39,9 +39,9 @@ DEFAULT_PORT = 443
 # The outer QUIC packets to the super peer carry relayed peer packets of up to
 # link.RELAY_UDP_PAYLOAD bytes plus the HTTP datagram and address prefixes.
 SUPER_PEER_UDP_PAYLOAD = 1472
-# A ping every few seconds keeps the NAT mapping alive, and its missing acknowledgements end a
-# session with a super peer that restarted (which knows none of its connection IDs) within
-# IDLE_TIMEOUT, so the agent reconnects and binds a new relay port.
+# A ping every few seconds keeps the NAT mapping alive. A restarted super peer has none of the
+# session's connection IDs and acknowledges nothing, so the session ends after IDLE_TIMEOUT and
+# the agent reconnects and binds a new relay port.
 PING_INTERVAL = 5.0
 IDLE_TIMEOUT = 15.0
 
