@@ -87,6 +87,10 @@ ERROR_CASES = [
     pytest.param(["network", "rename", "x"], "invalid choice: 'rename'", id="network-bad-action"),
     pytest.param(["run", "--mtu", "big"], "invalid int value: 'big'", id="run-bad-mtu"),
     pytest.param(
+        ["run", "--mtu", "10"], "--mtu 10 is out of range: use 68 to 65535", id="run-tiny-mtu"
+    ),
+    pytest.param(["run", "--mtu", "70000"], "--mtu 70000 is out of range", id="run-huge-mtu"),
+    pytest.param(
         ["run", "--peer-endpoint", "abc=1.2.3.4:5"],
         "'abc=1.2.3.4:5' is not PK=HOST:PORT",
         id="run-bad-peer-endpoint",

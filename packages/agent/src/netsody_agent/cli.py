@@ -28,6 +28,8 @@ STATE_DIR_ENV = "NETSODY_STATE_DIR"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+MIN_MTU = 68
+MAX_MTU = 65535
 
 
 def _default_state_dir() -> Path:
@@ -101,7 +103,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     run = commands.add_parser("run", parents=[common], help="run the agent daemon (as root)")
     run.add_argument("--device", default="netsody", help="TUN device name (default: netsody)")
     run.add_argument(
-        "--mtu", type=int, default=1280, help="MTU of the TUN device in bytes (default: 1280)"
+        "--mtu", type=_mtu, default=1280, help="MTU of the TUN device in bytes (default: 1280)"
     )
     run.add_argument(
         "--dns-address",
@@ -140,6 +142,17 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         "--log-format", default="text", choices=["text", "json"],
         help="log format on stderr: text or JSON lines (default: text)",
     )  # fmt: skip
+
+
+def _mtu(text: str) -> int:
+    """Return an MTU that Linux accepts for a TUN device: 68 (the IPv4 minimum) to 65535."""
+    try:
+        mtu = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise argparse.ArgumentTypeError(f"--mtu {mtu} is out of range: use {MIN_MTU} to {MAX_MTU}")
+    return mtu
 
 
 def _peer_endpoint(text: str) -> tuple[str, str, int]:

@@ -129,10 +129,10 @@ class TunDevice:
         try:
             return fcntl.ioctl(sock.fileno(), request, arg)
         except OSError as error:
+            hint = _hint(error.errno, self.name, "the agent needs root or CAP_NET_ADMIN")
             raise TunError(
                 error.errno,
-                f"setting the {what} of TUN device {self.name} failed: {error.strerror}"
-                " (the agent needs root or CAP_NET_ADMIN)",
+                f"setting the {what} of TUN device {self.name} failed: {error.strerror} ({hint})",
             ) from error
 
     def close(self) -> None:
@@ -159,6 +159,18 @@ def _open_queue(name: bytes, flags: int) -> tuple[int, str]:
     return fd, result[:IFNAMSIZ].rstrip(b"\0").decode()
 
 
+def _hint(number: int | None, name: str, default: str) -> str:
+    """Return what to do about an error number of a TUN device call."""
+    if number == errno.EBUSY:
+        return (
+            f"another process, such as a second agent, holds a device named {name}: "
+            "stop it or pass --device"
+        )
+    if number == errno.EINVAL:
+        return "the kernel rejected the value"
+    return default
+
+
 def open_tun(name: str = "netsody", *, queues: int = 1) -> TunDevice:
     """Create the TUN device `name` and return it open and down, without an address.
 
@@ -177,10 +189,11 @@ def open_tun(name: str = "netsody", *, queues: int = 1) -> TunDevice:
     except OSError as error:
         for fd in fds:
             os.close(fd)
+        hint = _hint(
+            error.errno, name, f"check that {TUN_CLONE_PATH} exists and the agent runs as root"
+        )
         raise TunError(
-            error.errno,
-            f"creating TUN device {name} failed: {error.strerror}"
-            f" (check that {TUN_CLONE_PATH} exists and the agent runs as root)",
+            error.errno, f"creating TUN device {name} failed: {error.strerror} ({hint})"
         ) from error
     logger.info("TUN device %s created with %d queue(s)", actual, len(fds))
     return TunDevice(actual, fds)
