@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from netsody_agent import sources
 from netsody_agent.errors import ConfigSourceError
 from netsody_agent.settings import ManualNetwork, Settings
 from netsody_agent.sources import FileSource, HttpsSource, Snapshot, SnapshotCache
@@ -23,6 +24,7 @@ BODY = 'name = "lab"\nnetwork = "10.77.0.0/24"\n'
 class _DocumentServer(ThreadingHTTPServer):
     body = BODY
     etag = '"v1"'
+    content_length: int | None = None
     requests: list[dict[str, str]]
 
 
@@ -43,7 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = self.server.body.encode()
         self.send_response(200)
         self.send_header("ETag", self.server.etag)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(self.server.content_length or len(data)))
         self.end_headers()
         self.wfile.write(data)
 
@@ -239,3 +241,26 @@ async def test_https_source_trusts_ssl_cert_file(server, tmp_path, monkeypatch) 
         await trusted.close()
     assert snapshot is not None
     assert snapshot.networks[0].document == BODY
+
+
+async def test_file_source_rejects_oversized(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sources, "MAX_DOCUMENT_BYTES", 64)
+    path = tmp_path / "big.toml"
+    path.write_text(BODY + "#" * 100)
+    source = FileSource("url-5", path.as_uri(), poll_seconds=0)
+    with pytest.raises(ConfigSourceError, match="larger than 64 bytes"):
+        await source.next()
+
+
+async def test_https_source_stops_reading_oversized(server, monkeypatch) -> None:
+    monkeypatch.setattr(sources, "MAX_DOCUMENT_BYTES", 64)
+    # The server announces far more than it sends: a reader that waits for the whole body
+    # fails on the short body instead of stopping at the limit.
+    server.body = BODY + "#" * 100
+    server.content_length = 1 << 40
+    source = HttpsSource("url-6", _url(server), poll_seconds=0)
+    try:
+        with pytest.raises(ConfigSourceError, match="larger than 64 bytes"):
+            await source.next()
+    finally:
+        await source.close()

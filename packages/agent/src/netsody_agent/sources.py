@@ -95,7 +95,15 @@ class FileSource:
             key = (stat.st_mtime_ns, stat.st_size)
             if key == self._seen:
                 return None
-            text = self.path.read_text(encoding="utf-8")
+            # SECURITY: read at most one byte over the limit, so a huge file or a device such as
+            # /dev/zero cannot exhaust the daemon's memory.
+            with self.path.open("rb") as file:
+                data = file.read(MAX_DOCUMENT_BYTES + 1)
+            if len(data) > MAX_DOCUMENT_BYTES:
+                raise ConfigSourceError(
+                    f"{self.path} is larger than {MAX_DOCUMENT_BYTES} bytes: shorten the document"
+                )
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             self._seen = None
             raise ConfigSourceError(f"cannot read {self.path}: {exc}") from exc
@@ -108,6 +116,25 @@ class FileSource:
 
     async def close(self) -> None:
         return None
+
+
+def _check_status(description: str, status: int) -> None:
+    if status == 200:
+        return
+    hint = ": check the user and password in the URL" if status == 401 else ""
+    raise ConfigSourceError(f"GET {description} returned HTTP {status}{hint}")
+
+
+async def _read_limited(description: str, response: httpx.Response) -> bytes:
+    """Return the body, stopping once it exceeds MAX_DOCUMENT_BYTES (never reading it all)."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ConfigSourceError(
+                f"{description} is larger than {MAX_DOCUMENT_BYTES} bytes: shorten the document"
+            )
+    return bytes(data)
 
 
 class HttpsSource:
@@ -131,24 +158,20 @@ class HttpsSource:
         self._polled = True
         headers = {"If-None-Match": self._etag} if self._etag else {}
         try:
-            response = await self._client.get(self.url, headers=headers)
+            async with self._client.stream("GET", self.url, headers=headers) as response:
+                if response.status_code == 304:
+                    return None
+                _check_status(self.description, response.status_code)
+                data = await _read_limited(self.description, response)
+                etag = response.headers.get("ETag")
         except httpx.HTTPError as exc:
             raise ConfigSourceError(f"GET {self.description} failed: {exc!r}") from exc
-        if response.status_code == 304:
-            return None
-        if response.status_code != 200:
-            raise ConfigSourceError(
-                f"GET {self.description} returned HTTP {response.status_code}"
-                + (
-                    ": check the user and password in the URL"
-                    if response.status_code == 401
-                    else ""
-                )
-            )
-        if len(response.content) > MAX_DOCUMENT_BYTES:
-            raise ConfigSourceError(f"{self.description} is larger than {MAX_DOCUMENT_BYTES} bytes")
-        self._etag = response.headers.get("ETag")
-        return Snapshot(self.source_id, None, (NetworkText(self.source_id, "", response.text),))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigSourceError(f"{self.description} is not UTF-8 text: {exc}") from exc
+        self._etag = etag
+        return Snapshot(self.source_id, None, (NetworkText(self.source_id, "", text),))
 
     def forget(self) -> None:
         """Drop the ETag so the next fetch returns the document even if it did not change."""
