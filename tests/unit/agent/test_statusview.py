@@ -50,3 +50,16 @@ def test_render_status_empty() -> None:
     text = render_status({"identity": "ab", "super_peers": [], "networks": [], "peers": []})
     assert text.splitlines().count("  none") == 3
     assert "controller:  none" in text
+
+
+def test_render_status_source_without_networks() -> None:
+    status = {
+        "identity": "ab",
+        "super_peers": [],
+        "peers": [],
+        "networks": [{"id": "controller", "name": "", "source": "https://c.example/api",
+                      "state": "no-networks", "error": None}],
+    }  # fmt: skip
+    lines = render_status(status).splitlines()
+    assert "  controller  address=- state=no-networks source=https://c.example/api" in lines
+    assert "    this source assigns no network to this device yet" in lines

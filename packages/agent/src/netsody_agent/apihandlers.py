@@ -21,6 +21,7 @@ from netsody_agent.urls import redact_url
 
 if TYPE_CHECKING:
     from netsody_agent.daemon import Daemon
+    from netsody_agent.netsync import SourceState
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,13 @@ def _settings_view(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def _empty_source_state(state: SourceState) -> str:
+    """Return the state of a source without networks: failed, fetched with none, or waiting."""
+    if state.error:
+        return "error"
+    return "no-networks" if state.snapshot is not None else "pending"
+
+
 def build_status(daemon: Daemon) -> dict[str, Any]:
     """Return the status shown by `netsody status`."""
     dataplane = daemon.dataplane_status()
@@ -280,7 +288,7 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
         if not state.networks:
             networks.append(
                 {"id": state.source.source_id, "name": "", "source": state.source.description,
-                 "state": "error" if state.error else "pending", "error": state.error}
+                 "state": _empty_source_state(state), "error": state.error}
             )  # fmt: skip
     for manual in daemon.settings.manual_networks:
         if not manual.enabled:

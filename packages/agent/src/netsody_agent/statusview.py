@@ -44,6 +44,8 @@ def _network_lines(networks: list[dict[str, Any]]) -> list[str]:
         )
         if net.get("error"):
             lines.append(f"    error: {net['error']}")
+        elif net.get("state") == "no-networks":
+            lines.append("    this source assigns no network to this device yet")
     return lines or ["  none"]
 
 
