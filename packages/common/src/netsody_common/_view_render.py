@@ -7,8 +7,12 @@ scratch, which for a large network costs far more than the policy work behind it
 fragments in the order `render_document` writes them.
 
 The assembled text equals `render_document(view_for_node(document, pk))` byte for byte. Where
-`tomli_w` would write a whole table array inline (tiny entries), or the document repeats a pk or
-a resource destination (the parser rejects both), the renderer takes that slow path instead.
+`tomli_w` would write an entry of a view inline (only tiny entries, such as pks far shorter than
+64 characters), or the document repeats a pk or a resource destination (the parser rejects
+both), the renderer takes that slow path instead.
+
+NOTE: the fragments follow the layout of tomli_w 1.2 (the version in the lock file). The
+property tests compare both paths, so a tomli_w update that changes the layout fails them.
 """
 
 from __future__ import annotations
@@ -44,8 +48,6 @@ from netsody_common.policy import (
 )
 
 logger = logging.getLogger(__name__)
-
-_ENTRY_INDENT = "    "
 
 
 @dataclass
