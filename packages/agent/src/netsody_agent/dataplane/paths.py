@@ -132,7 +132,7 @@ class SuperPeers:
             self._open_h3(url)
         self.flush(self._loop.time())
 
-    def _open_h3(self, url: str) -> None:
+    def _open_h3(self, url: str) -> SuperPeerSession:
         assert self._loop is not None
         address = self._addresses[url]
         session = SuperPeerSession(
@@ -148,14 +148,16 @@ class SuperPeers:
         self._by_address[address] = session
         session.connect(self._loop.time())
         self._dirty.add(session)
+        return session
 
     def check(self, now: float) -> None:
         """Reopen closed HTTP/3 sessions, and fall back to HTTP/2 where HTTP/3 does not work."""
         self._note_sessions_up()
         for session in list(self.sessions):
-            age = time.monotonic() - session.created
             if session.closed:
-                self._reconnect(session)
+                # A session just reopened gets its own H2_FALLBACK_SECONDS before HTTP/2.
+                session = self._reconnect(session)
+            age = time.monotonic() - session.created
             fallback = self._fallbacks.get(session.url)
             if session.authenticated or age < H2_FALLBACK_SECONDS:
                 continue
@@ -175,15 +177,15 @@ class SuperPeers:
                 fallback.start()
         self.flush(now)
 
-    def _reconnect(self, session: SuperPeerSession) -> None:
-        """Reopen a lost HTTP/3 session once its backoff delay has passed."""
+    def _reconnect(self, session: SuperPeerSession) -> SuperPeerSession:
+        """Reopen a lost HTTP/3 session once its backoff delay has passed; return the current."""
         delay = self._reconnect_delay.get(session.url, RECONNECT_MIN_SECONDS)
         closed_at = session.closed_at if session.closed_at is not None else session.created
         if time.monotonic() - closed_at < delay:
-            return
+            return session
         self._reconnect_delay[session.url] = min(delay * 2, RECONNECT_MAX_SECONDS)
         logger.info("reconnecting to super peer %s (next retry after %.0f s)", session.url, delay)
-        self._open_h3(session.url)
+        return self._open_h3(session.url)
 
     def _note_sessions_up(self) -> None:
         """Tell the data plane when a session (re)authenticates: peers' candidates changed."""
