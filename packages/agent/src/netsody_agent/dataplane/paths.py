@@ -155,9 +155,10 @@ class SuperPeers:
         self._note_sessions_up()
         for session in list(self.sessions):
             if session.closed:
-                # A session just reopened gets its own H2_FALLBACK_SECONDS before HTTP/2.
+                # A session just lost or reopened gets H2_FALLBACK_SECONDS before HTTP/2.
                 session = self._reconnect(session)
-            age = time.monotonic() - session.created
+            since = session.closed_at if session.closed_at is not None else session.created
+            age = time.monotonic() - since
             fallback = self._fallbacks.get(session.url)
             if session.authenticated or age < H2_FALLBACK_SECONDS:
                 continue
