@@ -181,6 +181,21 @@ def test_start_and_stop_logged(superpeer: Any) -> None:
     assert superpeer.process.returncode == 0
 
 
+async def test_stop_with_open_http3_session_is_clean(
+    kit: Any, superpeer: Any, clients: list
+) -> None:
+    """Stopping used to raise a TypeError from closing HTTP/3 connections without a reason."""
+    clients.append(await kit.open_h3(superpeer.port))
+
+    superpeer.process.terminate()
+    await asyncio.to_thread(superpeer.process.wait, 10)
+
+    text = superpeer.log_text()
+    assert "Traceback" not in text
+    assert "netsody-sp stopped" in text
+    assert superpeer.process.returncode == 0
+
+
 def test_invalid_flag_reported(start_superpeer: Any, tmp_path: Any) -> None:
     superpeer = start_superpeer("--proxy-ports", "9-2", wait=False)
 

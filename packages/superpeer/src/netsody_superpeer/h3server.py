@@ -41,6 +41,7 @@ from netsody_superpeer.relay import Tunnel
 
 logger = logging.getLogger(__name__)
 
+H3_NO_ERROR = 0x100
 H3_GENERAL_PROTOCOL_ERROR = 0x101
 H3_EXCESSIVE_LOAD = 0x107
 H3_REQUEST_CANCELLED = 0x10C
@@ -150,7 +151,14 @@ class H3ServerProtocol(QuicConnectionProtocol):
             return 0
         return len(stream.sender._buffer)
 
-    def close(self, reason: str, code: int = H3_GENERAL_PROTOCOL_ERROR) -> None:
+    def close(self, reason: str | None = None, code: int = H3_GENERAL_PROTOCOL_ERROR) -> None:
+        """Close the connection with an HTTP/3 error code and a reason.
+
+        aioquic's server calls it without arguments when the super peer stops, which closes the
+        connection with H3_NO_ERROR.
+        """
+        if reason is None:
+            reason, code = "super peer stopping", H3_NO_ERROR
         self._quic.close(error_code=code, reason_phrase=reason)
         self._schedule_flush()
 
