@@ -543,6 +543,8 @@ class DataPlane:
                 link.remote_seen = now
             return
         kind = self._path_kind(link.peer_pk, addr, via)
+        if kind == PATH_DIRECT and via is None and link.peer_pk and authentic:
+            self._check_unknown_source(link.peer_pk, addr, now)
         if link.remote is None:
             self._set_path(link, remote, kind)
             return
@@ -554,6 +556,17 @@ class DataPlane:
         if better or now - link.remote_seen > PATH_STALE_SECONDS:
             self._set_path(link, remote, kind)
             link.remote_seen = now
+
+    def _check_unknown_source(self, pk: str, addr: tuple[str, int], now: float) -> None:
+        """Ask the super peers for a peer's candidates when it sends from an address none names.
+
+        NOTE: a peer that sends through its relay tunnel arrives from its bound relay port. When
+        that port is newer than the candidates last heard (the super peer restarted, the peer
+        re-bound), the address looks direct until fresh candidates relabel it as a relay.
+        """
+        known = (*self._endpoints.get(pk, ()), *self._candidates.get(pk, ()))
+        if addr not in known:
+            self._relays.request_peer(pk, now)
 
     def _path_kind(
         self, pk: str | None, addr: tuple[str, int], via: SuperPeerSession | None
