@@ -340,12 +340,13 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
         f"  super peer:       {sp_url}",
         f"  its certificate:  {args.state_dir / 'superpeer' / 'cert.pem'} (self-signed)",
         "",
-        "On each device (this machine or a network namespace that reaches "
-        f"{public_address(args.host)}), as root:",
+        *_device_heading(args.host),
         f"  {agent_run_command(args.state_dir.resolve() / 'superpeer' / 'cert.pem')}",
         f"  netsody login --controller {controller} --auth-url {idp} \\",
         f"      --auth-client-id {AGENT_CLIENT_ID} --super-peer {sp_url}",
         f"  (open the printed address, {idp}/device, enter the code and any email address)",
+        "Then add the device to a network: in the Swagger UI, Authorize, then",
+        "  POST /api/networks and POST /api/networks/{id}/nodes with the printed device id.",
         "Or without a browser, with a join key created through the API or dashboard:",
         f"  netsody join --controller {controller} --join-key <KEY> --super-peer {sp_url}",
         "",
@@ -356,6 +357,22 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
                 f"Not running: {name} (not built yet), so the commands above that use it will fail."
             )
     return "\n".join(lines)
+
+
+def _device_heading(host: str) -> list[str]:
+    """Return where devices run the commands below, and where `netsody` is installed."""
+    address = public_address(host)
+    wildcard = host in ("0.0.0.0", "", "::")  # noqa: S104 - compares, does not bind
+    loopback_only = ipaddress.ip_address(address).is_loopback and not wildcard
+    where = (
+        "On this machine, as root (network namespaces cannot reach 127.0.0.1: restart with "
+        "--host and an address they reach):"
+        if loopback_only
+        else f"On each device (this machine or a network namespace that reaches {address}), "
+        "as root:"
+    )
+    netsody = Path(sys.executable).parent / "netsody"
+    return [where, f"  (`netsody` is {netsody}, on PATH after `hatch shell`)"]
 
 
 def agent_run_command(cert: Path) -> str:

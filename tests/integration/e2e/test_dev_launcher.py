@@ -154,6 +154,10 @@ def test_launcher_serves_controller_and_super_peer(launcher: Launcher) -> None:
     assert f"--controller http://127.0.0.1:{launcher.ports['controller']}/api" in output
     assert f"--super-peer https://127.0.0.1:{launcher.ports['sp']}/" in output
     assert "not built yet" not in output
+    # A new user learns where `netsody` is, that namespaces need --host, and the next step.
+    assert "hatch shell" in output
+    assert "network namespaces cannot reach 127.0.0.1: restart with --host" in output
+    assert "POST /api/networks/{id}/nodes" in output
 
 
 def test_launcher_exits_nonzero_when_a_child_dies(launcher: Launcher) -> None:
