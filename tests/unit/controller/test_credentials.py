@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
+from netsody_controller.caching import TtlCache
 from netsody_controller.credentials import (
     CREDENTIAL_PREFIX,
     CredentialVerifier,
     ParsedCredential,
-    TtlCache,
     derive_credential,
     verify_credential,
 )

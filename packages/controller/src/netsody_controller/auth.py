@@ -17,7 +17,8 @@ from ninja.security import HttpBearer
 
 from netsody_controller import oidc
 from netsody_controller.accounts.models import User
-from netsody_controller.credentials import CredentialVerifier, TtlCache, looks_like_credential
+from netsody_controller.caching import TtlCache
+from netsody_controller.credentials import CredentialVerifier, looks_like_credential
 from netsody_controller.errors import ErrorCode, UnauthenticatedError, UnavailableError
 from netsody_controller.logsetup import NODE_ID, USER_ID
 from netsody_controller.nodes.models import Device

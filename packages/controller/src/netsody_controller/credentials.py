@@ -11,19 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+
+from netsody_controller.caching import TtlCache
 
 CREDENTIAL_PREFIX = "nsn_"
 _MAC_CONTEXT = b"netsody node credential v1:"
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -69,59 +63,6 @@ def verify_credential(secret: bytes, token: str) -> ParsedCredential | None:
     if not hmac.compare_digest(mac, _mac(secret, device_id, generation)):
         return None
     return ParsedCredential(device_id=device_id, generation=generation)
-
-
-class TtlCache(Generic[K, V]):
-    """A thread-safe mapping with a maximum size (least recently used out) and entry lifetime."""
-
-    def __init__(
-        self, *, max_entries: int, ttl_secs: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._max_entries = max_entries
-        self._ttl = ttl_secs
-        self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        """Return the live value of `key`, or None when absent or expired."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires_at, value = entry
-            if expires_at <= self._clock():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V, *, ttl_secs: float | None = None) -> None:
-        """Store `value` for `ttl_secs` or the cache's lifetime, whichever is shorter."""
-        ttl = self._ttl if ttl_secs is None else min(ttl_secs, self._ttl)
-        if ttl <= 0:
-            return
-        with self._lock:
-            self._entries[key] = (self._clock() + ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-
-    def discard_where(self, predicate: Callable[[K, V], bool]) -> int:
-        """Remove the entries for which `predicate(key, value)` is true and return their count."""
-        with self._lock:
-            doomed = [key for key, (_, value) in self._entries.items() if predicate(key, value)]
-            for key in doomed:
-                del self._entries[key]
-            return len(doomed)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
 
 
 class CredentialVerifier:

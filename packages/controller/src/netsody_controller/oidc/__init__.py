@@ -1,9 +1,8 @@
-"""OpenID Connect for the controller: access token validation, userinfo, and a TTL cache.
+"""OpenID Connect for the controller: access token validation and userinfo.
 
 This package imports no Django at module level, so it can be used and tested on its own.
 """
 
-from netsody_controller.oidc.cache import TTLCache
 from netsody_controller.oidc.errors import (
     EmailNotVerifiedError,
     OidcError,
@@ -36,7 +35,6 @@ __all__ = [
     "ProviderConfigurationError",
     "ProviderMetadata",
     "ProviderUnavailableError",
-    "TTLCache",
     "TokenAlgorithmNotAllowedError",
     "TokenClaims",
     "TokenExpiredError",
