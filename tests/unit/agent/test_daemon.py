@@ -145,6 +145,24 @@ async def test_invalid_change_keeps_last_valid(running, me, identities, lab, tmp
     assert daemon.records.names()["beta.netsody.me"] == "10.77.0.11"
 
 
+async def test_unsafe_overlay_network_not_installed(running, me, identities, lab, tmp_path) -> None:
+    daemon, layer = running
+    _, peer, gateway = identities
+    doc = tmp_path / "lab.toml"
+    doc.write_text(lab(me.pk, peer.pk, gateway.pk))
+    await call(daemon.state_dir, "network.add", url=doc.as_uri())
+    await wait_until(lambda: daemon.records.names(), "the first document to be applied")
+    doc.write_text(lab(me.pk, peer.pk, gateway.pk).replace('"10.77.0.', '"169.254.0.'))
+
+    def has_error() -> bool:
+        return any(state.error for state in daemon.sources.values())
+
+    await wait_until(has_error, "the unsafe network to be reported")
+    status = await call(daemon.state_dir, "status")
+    assert "169.254.0.0/24 is link-local address space" in status["networks"][0]["error"]
+    assert layer.links.observe_addresses() == {IPv4Interface("10.77.0.10/24")}
+
+
 async def test_change_keeps_unaffected_peers(running, me, identities, lab, tmp_path) -> None:
     daemon, layer = running
     _, peer, gateway = identities

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from netsody_agent.desired import AppliedNetwork, build_desired
+import pytest
+
+from netsody_agent.desired import AppliedNetwork, build_desired, unsafe_overlay_reason
 from netsody_agent.reconciler import DnsLink, GatewayRule
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
@@ -54,3 +56,36 @@ def test_no_networks_no_state() -> None:
     assert desired.addresses == frozenset()
     assert desired.dns is None
     assert records == {}
+
+
+@pytest.mark.parametrize(
+    ("network", "reason"),
+    [
+        ("0.0.0.0/0", "0.0.0.0/0 would route every address into the overlay"),
+        (
+            "127.0.0.0/24",
+            "127.0.0.0/24 is loopback address space; use a private range such as 10.0.0.0/8",
+        ),
+        (
+            "169.254.0.0/16",
+            "169.254.0.0/16 is link-local address space; use a private range such as 10.0.0.0/8",
+        ),
+        (
+            "224.0.0.0/24",
+            "224.0.0.0/24 is multicast address space; use a private range such as 10.0.0.0/8",
+        ),
+        (
+            "240.0.0.0/24",
+            "240.0.0.0/24 is reserved address space; use a private range such as 10.0.0.0/8",
+        ),
+        ("0.0.0.0/24", "0.0.0.0/24 overlaps 0.0.0.0/8 ('this network'); use a private range"),
+    ],
+    ids=["default-route", "loopback", "link-local", "multicast", "reserved", "this-network"],
+)
+def test_unsafe_overlay_rejected(network: str, reason: str) -> None:
+    assert unsafe_overlay_reason(IPv4Network(network)) == reason
+
+
+@pytest.mark.parametrize("network", ["10.77.0.0/24", "192.168.5.0/24", "100.64.1.0/24"])
+def test_private_overlay_accepted(network: str) -> None:
+    assert unsafe_overlay_reason(IPv4Network(network)) is None

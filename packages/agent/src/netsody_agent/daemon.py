@@ -22,7 +22,7 @@ from typing import Any
 from netsody_agent import __version__
 from netsody_agent.apihandlers import handlers
 from netsody_agent.controller import ControllerClient, os_name
-from netsody_agent.desired import DEFAULT_MTU, AppliedNetwork, build_desired
+from netsody_agent.desired import DEFAULT_MTU, AppliedNetwork, build_desired, unsafe_overlay_reason
 from netsody_agent.dns import DnsResolver, RecordTable
 from netsody_agent.errors import AgentError, ConfigSourceError, ControllerError
 from netsody_agent.localapi import LocalApiServer
@@ -322,6 +322,11 @@ class Daemon:
                     f"network {item.name or item.network_id} cannot be compiled for node "
                     f"{self.pk[:12]}: {exc}"
                 ) from exc
+            unsafe = unsafe_overlay_reason(document.network)
+            if unsafe is not None:
+                raise ConfigSourceError(
+                    f"network {item.name or item.network_id} is not installed: {unsafe}"
+                )
             name = item.name or document.name
             networks.append(AppliedNetwork(item.network_id, name, document.network, compiled))
         return networks

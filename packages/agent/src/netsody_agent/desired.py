@@ -23,6 +23,29 @@ logger = logging.getLogger(__name__)
 DEFAULT_MTU = 1280
 
 
+def unsafe_overlay_reason(network: IPv4Network) -> str | None:
+    """Return why an overlay network must not be installed on this host, or None when it may.
+
+    SECURITY: a manually managed document names its own subnet and nothing upstream checks it.
+    Routing the default route, loopback, link-local, multicast or reserved space into the TUN
+    device would cut the host off from its own network, the controller and the super peers.
+    """
+    if network.prefixlen == 0:
+        return f"{network} would route every address into the overlay"
+    for is_unsafe, kind in (
+        (network.is_loopback, "loopback"),
+        (network.is_link_local, "link-local"),
+        (network.is_multicast, "multicast"),
+        (network.is_reserved, "reserved"),
+        (network.is_unspecified, "unspecified"),
+    ):
+        if is_unsafe:
+            return f"{network} is {kind} address space; use a private range such as 10.0.0.0/8"
+    if network.overlaps(IPv4Network("0.0.0.0/8")):
+        return f"{network} overlaps 0.0.0.0/8 ('this network'); use a private range"
+    return None
+
+
 @dataclass(frozen=True)
 class AppliedNetwork:
     """One network ready to apply: its document subnet and its compiled form."""
