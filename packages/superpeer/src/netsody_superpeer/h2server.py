@@ -21,9 +21,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from netsody_common.wire import (
-    CAPSULE_DATAGRAM,
     CapsuleReader,
-    WireError,
     encode_datagram_capsule,
 )
 from netsody_superpeer.h3server import unmap
@@ -206,22 +204,7 @@ class H2ServerProtocol(asyncio.Protocol):
             target.receive_data(data, self._loop.time())
         elif isinstance(target, Tunnel):
             reader = self._capsules.setdefault(stream_id, CapsuleReader())
-            try:
-                capsules = reader.feed(data)
-            except WireError as exc:
-                self.hub.stats.drops["malformed_capsule"] += 1
-                warn_repeated(
-                    logger,
-                    f"capsule:{self.remote_ip}",
-                    "malformed capsule from %s: %s",
-                    self.remote_ip,
-                    exc,
-                )
-                self.hub.close_tunnel(target, f"malformed capsule: {exc}")
-                return
-            for capsule_type, value in capsules:
-                if capsule_type == CAPSULE_DATAGRAM:
-                    target.from_agent(value)
+            self.hub.tunnel_capsules(target, reader, data)
 
     def _stream_finished(self, stream_id: int, reason: str) -> None:
         target = self._forget_stream(stream_id)

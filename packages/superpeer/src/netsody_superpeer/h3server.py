@@ -28,7 +28,6 @@ from aioquic.quic.events import (
 )
 
 from netsody_common.wire import (
-    CAPSULE_DATAGRAM,
     CapsuleReader,
     WireError,
     decode_varint,
@@ -284,27 +283,10 @@ class H3ServerProtocol(QuicConnectionProtocol):
         if isinstance(target, SignalSession):
             target.receive_data(data, self._loop.time())
         elif isinstance(target, Tunnel) and data:
-            self._capsule_data(stream_id, target, data)
+            reader = self._capsules.setdefault(stream_id, CapsuleReader())
+            self.hub.tunnel_capsules(target, reader, data)
         if ended:
             self._stream_finished(stream_id, "request stream ended")
-
-    def _capsule_data(self, stream_id: int, tunnel: Tunnel, data: bytes) -> None:
-        reader = self._capsules.setdefault(stream_id, CapsuleReader())
-        try:
-            capsules = reader.feed(data)
-        except WireError as exc:
-            warn_repeated(
-                logger,
-                f"capsule:{self.remote_ip}",
-                "malformed capsule from %s: %s",
-                self.remote_ip,
-                exc,
-            )
-            self.hub.close_tunnel(tunnel, f"malformed capsule: {exc}")
-            return
-        for capsule_type, value in capsules:
-            if capsule_type == CAPSULE_DATAGRAM:
-                tunnel.from_agent(value)
 
     def _stream_finished(self, stream_id: int, reason: str) -> None:
         target = self._forget_stream(stream_id)

@@ -15,11 +15,13 @@ from typing import Protocol
 
 from netsody_common.identity import verify_pow, verify_signature
 from netsody_common.wire import (
+    CAPSULE_DATAGRAM,
     CHALLENGE_SIZE,
     Authenticate,
     Authenticated,
     Candidate,
     CandidateKind,
+    CapsuleReader,
     Challenge,
     ConnectRequest,
     ErrorCode,
@@ -381,6 +383,26 @@ class Hub:
         if reset:
             tunnel.conn.reset_stream(tunnel.stream_id)
         logger.info("relay port %d released node_id=%s reason=%s", tunnel.port, tunnel.pk, reason)
+
+    def tunnel_capsules(self, tunnel: Tunnel, reader: CapsuleReader, data: bytes) -> None:
+        """Feed CONNECT-UDP stream bytes to `reader` and relay the tunnel's DATAGRAM capsules.
+
+        A malformed capsule counts as a drop and closes the tunnel; other capsule types are
+        ignored.
+        """
+        try:
+            capsules = reader.feed(data)
+        except WireError as exc:
+            self.stats.drops["malformed_capsule"] += 1
+            remote_ip = tunnel.conn.remote_ip
+            warn_repeated(
+                logger, f"capsule:{remote_ip}", "malformed capsule from %s: %s", remote_ip, exc
+            )
+            self.close_tunnel(tunnel, f"malformed capsule: {exc}")
+            return
+        for capsule_type, value in capsules:
+            if capsule_type == CAPSULE_DATAGRAM:
+                tunnel.from_agent(value)
 
     def _reject_request(self, conn: Connection, reason: str) -> None:
         warn_repeated(
