@@ -58,6 +58,20 @@ def parse_super_peer_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or DEFAULT_PORT
 
 
+def bound_relay_addresses(url: str, headers: dict[bytes, bytes]) -> list[tuple[str, int]] | None:
+    """Return the IPv4 relay addresses a super peer bound for this agent, from its response.
+
+    Logs and returns None when the proxy address header is invalid.
+    """
+    value = headers.get(wire.PROXY_PUBLIC_ADDRESS_HEADER.encode(), b"").decode()
+    try:
+        parsed = wire.parse_proxy_public_addresses(value)
+    except wire.WireError as error:
+        logger.warning("super peer %s sent an invalid relay address: %s", url, error)
+        return None
+    return [(str(ip), port) for ip, port in parsed if ip.version == 4]
+
+
 class SuperPeerSession:
     """One HTTP/3 connection to one super peer, as a state machine driven by the data plane.
 
@@ -230,13 +244,10 @@ class SuperPeerSession:
                     code or "none",
                 )
                 return
-            value = headers.get(wire.PROXY_PUBLIC_ADDRESS_HEADER.encode(), b"").decode()
-            try:
-                parsed = wire.parse_proxy_public_addresses(value)
-            except wire.WireError as error:
-                logger.warning("super peer %s sent an invalid relay address: %s", self.url, error)
+            addresses = bound_relay_addresses(self.url, headers)
+            if addresses is None:
                 return
-            self.relay_addresses = [(str(ip), port) for ip, port in parsed if ip.version == 4]
+            self.relay_addresses = addresses
             logger.info("super peer %s relay tunnel bound to %s", self.url, self.relay_addresses)
 
     def _on_signaling_data(self, data: bytes) -> None:

@@ -26,7 +26,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from netsody_agent.dataplane.superpeer import parse_super_peer_url
+from netsody_agent.dataplane.superpeer import bound_relay_addresses, parse_super_peer_url
 from netsody_common import wire
 from netsody_common.identity import Identity
 
@@ -152,13 +152,10 @@ class H2SuperPeerSession:
                     status,
                 )
                 return
-            value = headers.get(wire.PROXY_PUBLIC_ADDRESS_HEADER.encode(), b"").decode()
-            try:
-                parsed = wire.parse_proxy_public_addresses(value)
-            except wire.WireError as error:
-                logger.warning("super peer %s sent an invalid relay address: %s", self.url, error)
+            addresses = bound_relay_addresses(self.url, headers)
+            if addresses is None:
                 return
-            self.relay_addresses = [(str(ip), port) for ip, port in parsed if ip.version == 4]
+            self.relay_addresses = addresses
             logger.info(
                 "super peer %s HTTP/2 relay tunnel bound to %s", self.url, self.relay_addresses
             )
