@@ -219,4 +219,4 @@ async def test_client_reports_missing_answer(tmp_path: Path) -> None:
         server.close()
         await server.wait_closed()
     assert raised.value.code == "io"
-    assert "no valid answer" in raised.value.detail
+    assert "no valid response" in raised.value.detail

@@ -205,7 +205,8 @@ class LocalApiClient:
             response = None
         if not isinstance(response, dict):
             raise LocalApiError(
-                f"local API request {method} got no valid answer from the daemon: see its log",
+                f"local API request {method} received no valid response from the daemon. "
+                "Check the daemon's log.",
                 "io",
             )
         if not response.get("ok"):

@@ -184,7 +184,7 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class Pong:
-    """Either side: the answer to `Ping`."""
+    """Either side: the reply to `Ping`."""
 
     value: int
 
@@ -626,7 +626,7 @@ def parse_proxy_public_addresses(value: str) -> list[tuple[IPv4Address | IPv6Add
 
 
 def auth_payload(challenge: bytes, pk: str) -> bytes:
-    """Return the bytes an agent signs to prove it holds the key of `pk`."""
+    """Return the bytes an agent signs to prove it has the private key of `pk`."""
     return AUTH_CONTEXT + challenge + _pk_bytes(pk)
 
 

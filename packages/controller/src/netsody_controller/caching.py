@@ -1,6 +1,6 @@
 """A bounded, thread-safe cache with entry lifetimes, for validated users and node credentials.
 
-Each process holds its own copy, so controller replicas do not share entries.
+Each process has its own copy, so controller replicas do not share entries.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def _flow_key(header: IPv4Header) -> tuple:
 
 
 def peer_entries(network: Any) -> list[PeerEntry]:
-    """The peers of a compiled network with their permitted source networks."""
+    """Return the peers of a compiled network with their permitted source networks."""
     entries = []
     for peer in network.peers:
         ip = IPv4Address(peer.ip)

@@ -60,8 +60,8 @@ class HandshakeError(NetsodyError):
 def identity_certificate(identity: Identity) -> x509.Certificate:
     """Build the self-signed certificate that carries `identity`'s Ed25519 key.
 
-    The subject names the pk; validity spans 1 day back to 10 years ahead because nobody checks
-    it: the dialer trusts the key, never the certificate's name or dates.
+    The subject names the pk; validity spans 1 day back to 10 years ahead because no
+    side checks it. The dialer trusts the key, never the certificate's name or dates.
     """
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.pk)])
     now = datetime.datetime.now(datetime.UTC)
