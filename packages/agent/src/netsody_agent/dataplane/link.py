@@ -22,13 +22,13 @@ from typing import Any
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.packet import decode_packet_number
 from aioquic.tls import Epoch
-from cryptography.exceptions import InvalidTag
 
 from netsody_agent.dataplane import handshake
 from netsody_agent.dataplane.logs import RepeatLimiter
+from netsody_common import quicfast
 from netsody_common.identity import Identity
+from netsody_common.quicfast import ReplayWindow
 
 logger = logging.getLogger(__name__)
 # A peer that keeps failing authentication is logged once per minute, the repeats at DEBUG.
@@ -57,12 +57,6 @@ KEEPALIVE_INTERVAL = 4.0
 # queue only adds latency once the congestion window is full.
 MAX_PENDING_DATAGRAMS = 256
 
-# First byte of a short-header packet with a 2-byte packet number (RFC 9000 section 17.3.1).
-_SHORT_HEADER_BITS = 0x40 | 0x01
-# DATAGRAM frame without a length field: its data runs to the end of the packet (RFC 9221).
-_DATAGRAM_NO_LENGTH = b"\x30"
-REPLAY_WINDOW = 4096
-_REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
 
 STATE_HANDSHAKING = "handshaking"
 STATE_UP = "up"
@@ -373,76 +367,24 @@ class PeerLink:
     def seal_datagram(self, payload: bytes) -> bytes:
         """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
 
-        This is the fast path for IP packets: it borrows the connection's packet number and
-        1-RTT keys, so the result is a packet of this connection that any QUIC receiver accepts,
-        but aioquic neither tracks it for loss recovery nor counts it against congestion
-        control (the tunneled TCP does its own congestion control, as over WireGuard).
-        Call only in state `up`.
+        This is the fast path for IP packets (`quicfast.seal_datagram`): aioquic neither tracks
+        the packet for loss recovery nor counts it against congestion control (the tunneled TCP
+        does its own congestion control, as over WireGuard). Call only in state `up`.
         """
-        # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
-        # private packet number counter, peer connection ID and 1-RTT keys. It protects the
-        # packet as RFC 9001 section 5 prescribes, with fewer copies than aioquic's own code.
-        connection = self.connection
-        context = connection._cryptos[Epoch.ONE_RTT].send
-        number = connection._packet_number
-        connection._packet_number = number + 1
-        aead = context.aead
-        first = _SHORT_HEADER_BITS | (context.key_phase << 2)
-        cid = connection._peer_cid.cid
-        high, low = (number >> 8) & 0xFF, number & 0xFF
-        sealed = aead._aead.encrypt(
-            (aead._iv ^ number).to_bytes(12, "big"),
-            _DATAGRAM_NO_LENGTH + payload,
-            bytes((first,)) + cid + bytes((high, low)),
-        )
-        # Header protection (RFC 9001 section 5.4): the sample starts 4 bytes after the packet
-        # number, which is 2 bytes into the ciphertext with a 2-byte packet number.
-        mask = context.hp._mask(sealed[2:18])
-        return (
-            bytes((first ^ (mask[0] & 0x1F),))
-            + cid
-            + bytes((high ^ mask[1], low ^ mask[2]))
-            + sealed
-        )
+        return quicfast.seal_datagram(self.connection, payload)
 
     def open_datagram(self, data: bytes) -> bytes | None:
         """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
         Returns None when the packet contains anything else (ACKs, streams, pings), uses
         another packet number length or key phase, or does not decrypt; the caller then hands
-        the packet to `receive` unchanged. Returns b"" for a replayed packet.
+        the packet to `receive` unchanged. Returns b"" for a replayed packet (counted as a
+        "replay" drop; see `quicfast.open_datagram`).
         """
-        connection = self.connection
-        space = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
-        offset = 1 + len(connection.host_cid)
-        if space is None or len(data) < offset + 20:
-            return None
-        context = connection._cryptos[Epoch.ONE_RTT].recv
-        mask = context.hp._mask(data[offset + 4 : offset + 20])
-        first = data[0] ^ (mask[0] & 0x1F)
-        if first & 0x03 != 1 or (first >> 2) & 1 != context.key_phase:
-            return None
-        high, low = data[offset] ^ mask[1], data[offset + 1] ^ mask[2]
-        number = decode_packet_number((high << 8) | low, 16, space.expected_packet_number)
-        aead = context.aead
-        try:
-            plain = aead._aead.decrypt(
-                (aead._iv ^ number).to_bytes(12, "big"),
-                memoryview(data)[offset + 2 :],
-                bytes((first,)) + data[1:offset] + bytes((high, low)),
-            )
-        except InvalidTag:
-            return None
-        if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
-            return None
-        # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets. aioquic never
-        # processes these ones, so a sliding window rejects replays.
-        if not self._replay.accept(number):
+        payload = quicfast.open_datagram(self.connection, data, self._replay)
+        if payload == b"":
             self.stats.drop("replay")
-            return b""
-        if number >= space.expected_packet_number:
-            space.expected_packet_number = number + 1
-        return plain[1:]
+        return payload
 
     def datagrams(self, now: float) -> list[bytes]:
         """Return the UDP payloads aioquic has queued for `remote`."""
@@ -453,27 +395,3 @@ class PeerLink:
         """Run aioquic's timer; a terminated connection has none left to run."""
         if self.connection.get_timer() is not None:
             self.connection.handle_timer(self.clock(now))
-
-
-class ReplayWindow:
-    """Sliding window of received packet numbers, `REPLAY_WINDOW` wide (as in RFC 4303 3.4.3)."""
-
-    def __init__(self) -> None:
-        self.highest = -1
-        self._bits = 0
-
-    def accept(self, number: int) -> bool:
-        """Record `number`; return False for a duplicate or a number older than the window."""
-        if number > self.highest:
-            shift = number - self.highest
-            if shift >= REPLAY_WINDOW:
-                self._bits = 1
-            else:
-                self._bits = ((self._bits << shift) | 1) & _REPLAY_MASK
-            self.highest = number
-            return True
-        offset = self.highest - number
-        if offset >= REPLAY_WINDOW or (self._bits >> offset) & 1:
-            return False
-        self._bits |= 1 << offset
-        return True
