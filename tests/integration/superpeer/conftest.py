@@ -535,6 +535,87 @@ async def open_h3(port: int, local_port: int = 0) -> H3Client:
     return H3Client(protocol, context)
 
 
+class AgentRelay:
+    """The agent's own HTTP/3 session (`SuperPeerSession`, with its relay fast path) on a UDP
+    socket of its own, driven as the agent's data plane drives it."""
+
+    def __init__(self, identity: Identity, port: int, cafile: Path) -> None:
+        from netsody_agent.dataplane.superpeer import SuperPeerSession
+
+        self.loop = asyncio.get_running_loop()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.received: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+        self.session = SuperPeerSession(
+            f"https://localhost:{port}",
+            ("127.0.0.1", port),
+            identity,
+            host_candidates=(),
+            on_peer_candidates=lambda _pk, _candidates: None,
+            on_relayed=lambda payload, source, _session: self.received.put_nowait(
+                (payload, source)
+            ),
+            cafile=str(cafile),
+        )
+        self.sent: list[bytes] = []  # every UDP payload sent to the super peer, when recording
+        self.recording = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+        self.session.connect(self.loop.time())
+        self.flush()
+
+    async def wait_bound(self) -> tuple[str, int]:
+        """Wait until the session is authenticated and its relay tunnel bound."""
+        deadline = self.loop.time() + WAIT
+        while not self.session.relay_addresses:
+            if self.loop.time() > deadline or self.session.closed:
+                raise AssertionError(f"relay tunnel not bound: {self.session.error}")
+            await asyncio.sleep(0.02)
+        return self.session.relay_addresses[0]
+
+    def send(self, payload: bytes, target: tuple[str, int]) -> bool:
+        sent = self.session.send_relayed(payload, target)
+        self.flush()
+        return sent
+
+    def flush(self) -> None:
+        session = self.session
+        for data in session.datagrams(self.loop.time()):
+            if self.recording:
+                self.sent.append(data)
+            with contextlib.suppress(BlockingIOError):
+                self.sock.sendto(data, session.address)
+        if session.timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            deadline = session.timer()
+            self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self.loop.time())
+        self.flush()
+
+    def _readable(self) -> None:
+        for _ in range(64):
+            try:
+                data, _addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            self.session.receive(data, self.loop.time())
+        self.flush()
+
+    def close(self) -> None:
+        self.session.close()
+        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 async def open_client(transport: str, port: int) -> Client:
     return await (open_h3(port) if transport == "h3" else open_h2(port))
 

@@ -22,8 +22,23 @@ from cryptography.exceptions import InvalidTag
 _SHORT_HEADER_BITS = 0x40 | 0x01
 # DATAGRAM frame without a length field: its data runs to the end of the packet (RFC 9221).
 _DATAGRAM_NO_LENGTH = b"\x30"
+# Bytes a sealed packet adds around its payload with an 8-byte connection ID: 1-byte flags,
+# 2-byte packet number, 1-byte DATAGRAM frame type and the 16-byte AEAD tag.
+PACKET_OVERHEAD_WITHOUT_CID = 20
 REPLAY_WINDOW = 4096
 _REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
+
+
+def can_seal(connection: QuicConnection) -> bool:
+    """Return True once `connection` has 1-RTT send keys (handshake complete)."""
+    # NOTE: reads aioquic's private crypto contexts; see `seal_datagram`.
+    cryptos = connection._cryptos
+    return bool(cryptos) and cryptos[Epoch.ONE_RTT].send.is_valid()
+
+
+def overhead(connection: QuicConnection) -> int:
+    """Return the bytes a sealed packet of `connection` adds to its payload."""
+    return PACKET_OVERHEAD_WITHOUT_CID + len(connection._peer_cid.cid)
 
 
 def seal_datagram(connection: QuicConnection, payload: bytes) -> bytes:
@@ -31,7 +46,7 @@ def seal_datagram(connection: QuicConnection, payload: bytes) -> bytes:
 
     It borrows the connection's packet number and 1-RTT keys, so the result is a packet of this
     connection that any QUIC receiver accepts, but aioquic neither tracks it for loss recovery
-    nor counts it against congestion control. Call only once the handshake is complete.
+    nor counts it against congestion control. Call only once `can_seal` is True.
     """
     # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
     # private packet number counter, peer connection ID and 1-RTT keys. It protects the
@@ -65,9 +80,11 @@ def open_datagram(connection: QuicConnection, data: bytes, replay: ReplayWindow)
     """
     space: Any = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
     offset = 1 + len(connection.host_cid)
-    if space is None or len(data) < offset + 20:
+    if space is None or len(data) < offset + 20 or data[0] & 0xC0 != 0x40:
         return None
     context: Any = connection._cryptos[Epoch.ONE_RTT].recv
+    if not context.is_valid():
+        return None
     mask: bytes = context.hp._mask(data[offset + 4 : offset + 20])
     first = data[0] ^ (mask[0] & 0x1F)
     if first & 0x03 != 1 or (first >> 2) & 1 != context.key_phase:

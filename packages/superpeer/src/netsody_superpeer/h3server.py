@@ -1,7 +1,12 @@
 """HTTP/3 over QUIC (aioquic): one `H3ServerProtocol` per connection, translated to `Hub` calls.
 
-QUIC DATAGRAM frames of relay tunnels are handled before aioquic's HTTP/3 layer, so a
-relayed datagram creates no HTTP/3 event object.
+Relayed datagrams take a fast path around aioquic once the handshake is complete
+(`netsody_common.quicfast`): a 1-RTT packet holding exactly one DATAGRAM frame is opened with
+the connection's keys and its HTTP datagram goes straight to the tunnel, and datagrams toward
+the agent are sealed into their own packets and sent at once. They are neither acknowledged nor
+congestion-controlled by QUIC; the tunneled traffic does its own congestion control. Every other
+packet (handshake, ACKs, pings, streams, DATAGRAM frames that aioquic built) goes through
+aioquic, which keeps the connection, its timers and its idle timeout running.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -27,6 +33,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+from netsody_common import quicfast
 from netsody_common.wire import (
     CapsuleReader,
     WireError,
@@ -47,10 +54,13 @@ H3_REQUEST_CANCELLED = 0x10C
 H3_MESSAGE_ERROR = 0x10E
 # QUIC transport error CONNECTION_REFUSED (RFC 9000 section 20.1).
 CONNECTION_REFUSED = 0x2
-# Largest UDP payload the server sends; room for 1,200-byte relayed payloads plus headers.
+# Largest UDP payload the server sends. A sealed relay packet adds 28 bytes (flags, 8-byte
+# connection ID, packet number, frame type, AEAD tag) and the HTTP datagram 9 bytes (quarter
+# stream ID and IPv4 address prefix) to a relayed UDP payload, so payloads of up to 1,313 bytes
+# fit: the agents' relay path carries full 1,280-byte overlay packets in 1,308-byte payloads.
 MAX_UDP_PAYLOAD = 1350
-# Bytes of a short-header packet around one DATAGRAM frame: flags, 8-byte connection id,
-# packet number, AEAD tag, frame type and length, with a margin.
+# Bytes of a short-header packet around one DATAGRAM frame that aioquic builds: flags, 8-byte
+# connection id, packet number, AEAD tag, frame type and length, with a margin.
 _PACKET_OVERHEAD = 48
 # TLS output buffer per epoch once the handshake is complete (see `_shrink_crypto_buffers`).
 _POST_HANDSHAKE_CRYPTO_BUFFER = 1024
@@ -103,6 +113,10 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self._request_count = 0
         self._flush_scheduled = False
         self._datagram_limit = MAX_UDP_PAYLOAD - _PACKET_OVERHEAD
+        # The fast path (see the module docstring) runs while `_fast_addr` is set: the address
+        # of the connection's validated path once the handshake is complete.
+        self._fast_addr: tuple[str, int] | None = None
+        self._replay = quicfast.ReplayWindow()
         self._loop.call_later(handshake_timeout, self._check_handshake)
         self._loop.call_later(
             handshake_timeout + hub.settings.auth_timeout + 1.0, self._check_authenticated
@@ -134,6 +148,14 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def send_http_datagram(self, stream_id: int, payload: bytes) -> bool:
         quic = self._quic
+        addr = self._fast_addr
+        if addr is not None:
+            quarter = stream_id >> 2
+            datagram = (bytes((quarter,)) if quarter < 0x40 else encode_varint(quarter)) + payload
+            if len(datagram) + quicfast.overhead(quic) > MAX_UDP_PAYLOAD:
+                return False
+            self._transport.sendto(quicfast.seal_datagram(quic, datagram), addr)
+            return True
         # NOTE: aioquic keeps queued DATAGRAM frames in an unbounded private deque and never
         # sends one that does not fit a packet, so both are checked before queueing.
         if len(payload) > self._datagram_limit or (
@@ -158,17 +180,28 @@ class H3ServerProtocol(QuicConnectionProtocol):
         """
         if reason is None:
             reason, code = "super peer stopping", H3_NO_ERROR
+        self._fast_addr = None
         self._quic.close(error_code=code, reason_phrase=reason)
         self._schedule_flush()
 
     # QUIC events ----------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if addr == self._fast_addr and data and data[0] & 0x80 == 0:
+            payload = quicfast.open_datagram(self._quic, data, self._replay)  # type: ignore[arg-type]
+            if payload:
+                self._datagram_frame(payload)
+                return
+            if payload is not None:
+                self.hub.stats.drops["replayed_packet"] += 1
+                return
         self._addr = addr
         if self._admitted is None:
             self._first_datagram(data, addr)
             return
         super().datagram_received(data, addr)
+        if self._handshake_done:
+            self._update_fast_path()
 
     def _first_datagram(self, data: bytes | str, addr: Any) -> None:
         self.remote_ip = unmap(addr[0])
@@ -191,6 +224,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
         elif isinstance(event, HandshakeCompleted):
             self._handshake_done = True
             self._shrink_crypto_buffers()
+            self._update_fast_path()
         elif isinstance(event, StreamReset):
             self._stream_finished(event.stream_id, "stream reset by the client")
         elif isinstance(event, ConnectionTerminated):
@@ -199,6 +233,20 @@ class H3ServerProtocol(QuicConnectionProtocol):
         if self._http is not None and self._admitted:
             for http_event in self._http.handle_event(event):
                 self._http_event(http_event)
+
+    def _update_fast_path(self) -> None:
+        """Enable the fast path on the connection's current path, or disable it when closing."""
+        quic = self._quic
+        if (
+            self._handshake_done
+            and self._admitted
+            and quic._state == QuicConnectionState.CONNECTED
+            and quicfast.can_seal(quic)
+        ):
+            # NOTE: aioquic's private network path list holds the validated path first.
+            self._fast_addr = quic._network_paths[0].addr
+        else:
+            self._fast_addr = None
 
     def _shrink_crypto_buffers(self) -> None:
         # NOTE: aioquic keeps three 16 KiB TLS output buffers for a connection's lifetime. After
@@ -227,6 +275,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
         tunnel.from_agent(payload)
 
     def _terminated(self) -> None:
+        self._fast_addr = None
         if self._admitted:
             self._admitted = False
             self.hub.release_connection(self)

@@ -216,10 +216,14 @@ class SuperPeers:
     def flush(self, now: float) -> None:
         """Send what the touched sessions queued and re-arm their timers."""
         dirty, self._dirty = self._dirty, set()
+        send = self._send
         for session in dirty:
+            address = session.address
             for data in session.datagrams(now):
-                self._send(data, session.address)
-            self._arm(session)
+                send(data, address)
+            # Sealed relay packets alone leave aioquic's timer as it was.
+            if getattr(session, "timer_due", True):
+                self._arm(session)
 
     def _arm(self, session: SuperPeerSession) -> None:
         if session.timer_handle is not None:

@@ -10,7 +10,14 @@ docs/superpeer-protocol.md). It opens two extended CONNECT requests on that conn
   and UDP payloads to and from peers travel as HTTP datagrams with an address prefix.
 
 The data plane owns the socket and the timers: it feeds datagrams from the super peer's address
-to `receive`, sends what `datagrams` returns, and arms a timer at `timer()`.
+to `receive`, sends what `datagrams` returns, and arms a timer at `timer()` when `timer_due` says
+aioquic ran.
+
+Relayed datagrams take a fast path around aioquic (`netsody_common.quicfast`), as the direct
+peer path does: `send_relayed` seals each HTTP datagram into its own 1-RTT packet, and
+`receive` opens packets that hold exactly one DATAGRAM frame itself. Neither is acknowledged or
+congestion-controlled by QUIC (the relayed QUIC connections to peers do their own congestion
+control); everything else, with the pings that keep the connection alive, goes through aioquic.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from urllib.parse import urlsplit
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted
 
-from netsody_common import wire
+from netsody_common import quicfast, wire
 from netsody_common.identity import Identity
 
 logger = logging.getLogger(__name__)
@@ -129,6 +136,16 @@ class SuperPeerSession:
         self._clock = float("-inf")
         self.h3: H3Connection | None = None
         self.timer_handle: Any = None
+        # True when aioquic has work since the last `datagrams` call: only then does the data
+        # plane ask aioquic for packets and re-arm the timer.
+        self._quic_touched = True
+        self.timer_due = True
+        self._sealed: list[bytes] = []
+        # The HTTP datagram prefix of the relay tunnel (its quarter stream ID) once the fast
+        # path may run, else b"".
+        self._fast_prefix = b""
+        self._replay = quicfast.ReplayWindow()
+        self.fast_drops: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"SuperPeerSession({self.url}, authenticated={self.authenticated})"
@@ -145,15 +162,36 @@ class SuperPeerSession:
 
     def connect(self, now: float) -> None:
         self.quic.connect(self.address, now=self._monotonic(now))
+        self._quic_touched = True
 
     def receive(self, data: bytes, now: float) -> None:
         """Feed one UDP payload from the super peer and handle what it caused."""
+        if self._fast_prefix and data and data[0] & 0x80 == 0:
+            payload = quicfast.open_datagram(self.quic, data, self._replay)
+            if payload:
+                self._on_fast_datagram(payload)
+                return
+            if payload is not None:
+                self._fast_drop("replay")
+                return
         now = self._monotonic(now)
         self.quic.receive_datagram(data, self.address, now)
+        self._quic_touched = True
         self._process(now)
+
+    def _on_fast_datagram(self, data: bytes) -> None:
+        prefix = self._fast_prefix
+        if data[: len(prefix)] == prefix:
+            self._on_relay_datagram(data[len(prefix) :])
+        else:
+            self._fast_drop("unknown-stream")
+
+    def _fast_drop(self, reason: str) -> None:
+        self.fast_drops[reason] = self.fast_drops.get(reason, 0) + 1
 
     def handle_timer(self, now: float) -> None:
         now = self._monotonic(now)
+        self._quic_touched = True
         if self.quic.get_timer() is not None:
             self.quic.handle_timer(now)
         self._process(now)
@@ -166,8 +204,31 @@ class SuperPeerSession:
         return self.quic.get_timer()
 
     def datagrams(self, now: float) -> list[bytes]:
-        now = self._monotonic(now)
-        return [data for data, _addr in self.quic.datagrams_to_send(now=now)]
+        """Return the sealed relay packets, then what aioquic queued (only when it ran).
+
+        Sets `timer_due` when aioquic ran, so the caller re-arms the timer.
+        """
+        out, self._sealed = self._sealed, []
+        self.timer_due = self._quic_touched
+        if self._quic_touched:
+            self._quic_touched = False
+            now = self._monotonic(now)
+            out += [data for data, _addr in self.quic.datagrams_to_send(now=now)]
+            self._update_fast_path()
+        return out
+
+    def _update_fast_path(self) -> None:
+        """Enable the fast path once the relay tunnel is bound; disable it when closing."""
+        if (
+            self._relay_stream is not None
+            and self.relay_addresses
+            and not self.closed
+            and self.quic._state == QuicConnectionState.CONNECTED
+            and quicfast.can_seal(self.quic)
+        ):
+            self._fast_prefix = wire.encode_varint(self._relay_stream >> 2)
+        else:
+            self._fast_prefix = b""
 
     def request_peer(self, pk: str) -> None:
         """Ask the super peer for the candidates of `pk` (and tell `pk` about this agent)."""
@@ -177,17 +238,25 @@ class SuperPeerSession:
 
     def send_relayed(self, payload: bytes, target: tuple[str, int]) -> bool:
         """Send a UDP payload to `target` from this agent's relay port; False when no tunnel."""
+        prefix = self._fast_prefix
+        if prefix:
+            datagram = prefix + wire.encode_bound_datagram(target[0], target[1], payload)
+            self._sealed.append(quicfast.seal_datagram(self.quic, datagram))
+            return True
         if self.h3 is None or self._relay_stream is None or not self.relay_addresses:
             return False
         datagram = wire.encode_bound_datagram(target[0], target[1], payload)
         self.h3.send_datagram(self._relay_stream, datagram)
+        self._quic_touched = True
         return True
 
     def close(self) -> None:
         self.quic.close(error_code=0, reason_phrase="agent stopping")
+        self._quic_touched = True
         self._set_closed()
 
     def _set_closed(self) -> None:
+        self._fast_prefix = b""
         if not self.closed:
             self.closed = True
             self.closed_at = time.monotonic()
@@ -293,3 +362,4 @@ class SuperPeerSession:
         data = self._signaling.data_to_send()
         if data and self.h3 is not None and self._signal_stream is not None:
             self.h3.send_data(self._signal_stream, data, end_stream=False)
+            self._quic_touched = True
