@@ -1,8 +1,10 @@
 """Turn compiled networks (netsody_common.policy) into the reconciler's desired state.
 
-This module is the one place in the daemon that reads the fields of a `CompiledNetwork`:
-`ip`, `routes` (resource network to gateway pk), `gateway_duties` (destination to a duty with
-its permitted clients) and `hostnames` (name to overlay address).
+This module is the one place in the daemon that reads the fields of a `CompiledNetwork` for
+the machine state: `ip`, `routes` (resource network to gateway pk), `domain_routes` (domain
+resource to gateway pk), `gateway_duties` and `domain_gateway_duties` (destination to a duty
+with its permitted clients), `hostnames` (name to overlay address) and `learned` (addresses
+resolved for domain resources).
 """
 
 from __future__ import annotations
@@ -74,11 +76,8 @@ def hostnames(network: Any) -> dict[str, IPv4Address]:
 
 
 def _gateway_rules(network: Any) -> set[GatewayRule]:
-    """Return one rule per (permitted client, IPv4 resource) of this node's gateway duties.
-
-    TODO: domain resources (`*.example.internal`) need the gateway to resolve and forward by
-    name; they get no firewall rule yet.
-    """
+    """Return one rule per (permitted client, IPv4 resource) of this node's gateway duties,
+    and one per (client, address) learned for a domain resource it serves."""
     rules: set[GatewayRule] = set()
     for duty in network.gateway_duties.values():
         destination = _ipv4_network(duty.network) if duty.network is not None else None
@@ -86,7 +85,35 @@ def _gateway_rules(network: Any) -> set[GatewayRule]:
             continue
         for client in duty.clients:
             rules.add(GatewayRule(IPv4Network(client.ip), destination))
+    learned = getattr(network, "learned", None)
+    if learned:
+        client_ips = {
+            client.pk: client.ip
+            for duty in network.domain_gateway_duties.values()
+            for client in duty.clients
+        }
+        for client_pk, address in learned.served_pairs():
+            client_ip = client_ips.get(client_pk)
+            if client_ip is not None:
+                rules.add(GatewayRule(IPv4Network(client_ip), IPv4Network(address)))
     return rules
+
+
+def _learned_routes(network: Any) -> set[IPv4Network]:
+    """Return a /32 route per address learned for a domain resource this node uses."""
+    learned = getattr(network, "learned", None)
+    if not learned:
+        return set()
+    return {IPv4Network(address) for address in learned.reachable_addresses()}
+
+
+def resource_domains(network: Any) -> set[str]:
+    """Return the routing domains for the domain resources this node may use in `network`.
+
+    A wildcard `*.example.internal` becomes `example.internal`. NOTE: a routing domain covers
+    its apex too, so the agent receives queries for `example.internal` itself and refuses them.
+    """
+    return {dest.removeprefix("*.") for dest in getattr(network, "domain_routes", {})}
 
 
 def build_desired(
@@ -95,12 +122,15 @@ def build_desired(
     """Return the desired machine state and the DNS records of `networks`.
 
     Routes cover resources outside every overlay subnet (the subnets are on-link through the
-    addresses). Gateway rules let each permitted client reach each resource this node serves.
+    addresses) and the learned addresses of domain resources (/32 each). Gateway rules let each
+    permitted client reach each resource this node serves. The system resolver sends the zone
+    and the domains of usable domain resources to `dns_server`.
     """
     addresses: set[IPv4Interface] = set()
     routes: set[IPv4Network] = set()
     rules: set[GatewayRule] = set()
     records: dict[str, IPv4Address] = {}
+    domains: set[str] = set()
     subnets: list[IPv4Network] = []
     for net in networks:
         compiled = net.compiled
@@ -110,11 +140,15 @@ def build_desired(
             route = _ipv4_network(destination)
             if route is not None:
                 routes.add(route)
+        routes.update(_learned_routes(compiled))
         rules.update(_gateway_rules(compiled))
+        domains.update(resource_domains(compiled))
         for name, ip in hostnames(compiled).items():
             records.setdefault(name, ip)
     routes = {route for route in routes if not any(route.subnet_of(s) for s in subnets)}
-    dns = DnsLink(dns_server, "netsody.me") if dns_server and records else None
+    dns = None
+    if dns_server and (records or domains):
+        dns = DnsLink(dns_server, "netsody.me", tuple(sorted(domains)))
     desired = DesiredState(
         mtu=mtu,
         addresses=frozenset(addresses),

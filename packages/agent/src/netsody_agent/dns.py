@@ -1,10 +1,12 @@
 """A minimal DNS codec and the resolver for `<hostname>.netsody.me` names.
 
 The resolver returns A records for the hostnames of permitted peers (RFC 1035 section 4),
-NXDOMAIN for unknown names inside the zone, and REFUSED for every name outside it, because it
-forwards nothing. Only the question section of a query is read; queries with more than one
-question, compression pointers in the question, or truncated data get FORMERR when their header
-is readable and are dropped otherwise.
+NXDOMAIN for unknown names inside the zone, and REFUSED for every other name, unless a
+forwarder (see `netsody_agent.domains`) takes names of domain resources. Only the question
+section of a query is read; queries with more than one question, compression pointers in the
+question, or truncated data get FORMERR when their header is readable and are dropped
+otherwise. Responses from other servers are read by `parse_response`, which follows
+compression pointers (RFC 1035 section 4.1.4) and CNAME chains.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import cast
+from typing import Protocol, cast
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +30,11 @@ TYPE_AAAA = 28
 TYPE_ANY = 255
 CLASS_IN = 1
 
+TYPE_CNAME = 5
+
 RCODE_NOERROR = 0
 RCODE_FORMERR = 1
+RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 RCODE_REFUSED = 5
@@ -40,6 +45,8 @@ _FLAG_AA = 0x0400
 _FLAG_RD = 0x0100
 _OPCODE_MASK = 0x7800
 _MAX_NAME_LENGTH = 255
+# A CNAME chain longer than this is treated as a loop.
+_MAX_CNAME_CHAIN = 8
 
 
 class DnsFormatError(ValueError):
@@ -161,6 +168,102 @@ def parse_a_answers(data: bytes) -> tuple[int, list[IPv4Address]]:
     return flags & 0x000F, answers
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The A records of a response for one name, with the lowest TTL along its CNAME chain."""
+
+    rcode: int
+    addresses: tuple[IPv4Address, ...]
+    ttl: int
+
+
+def parse_response(data: bytes, query_id: int, name: str) -> Answer:
+    """Parse the response to an A query for `name` sent with `query_id`.
+
+    Only A records reached from `name` through CNAME records of the answer section count.
+    Raises `DnsFormatError` when the message is malformed, not a response, or answers another
+    query id or question (SECURITY: a forged or stray response must not be taken).
+    """
+    if len(data) < _HEADER.size:
+        raise DnsFormatError(f"response of {len(data)} bytes is shorter than the 12-byte header")
+    got_id, flags, qdcount, ancount, _, _ = _HEADER.unpack_from(data)
+    if got_id != query_id or not flags & _FLAG_QR:
+        raise DnsFormatError(f"message is not the response to query id {query_id}")
+    offset = _HEADER.size
+    name = name.rstrip(".").lower()
+    for _ in range(qdcount):
+        question, offset = _read_compressed_name(data, offset)
+        if question != name:
+            raise DnsFormatError(f"response answers {question!r}, not {name!r}")
+        offset += 4
+    records: list[tuple[str, int, int, bytes]] = []
+    for _ in range(ancount):
+        owner, offset = _read_compressed_name(data, offset)
+        if offset + 10 > len(data):
+            raise DnsFormatError("resource record ends before its fixed fields")
+        rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+        offset += 10
+        if offset + rdlength > len(data):
+            raise DnsFormatError("resource record data runs past the end of the message")
+        rdata = data[offset : offset + rdlength]
+        if rclass == CLASS_IN and rtype == TYPE_CNAME:
+            target, _ = _read_compressed_name(data, offset)
+            rdata = target.encode("ascii")
+        records.append((owner, rtype, ttl, rdata))
+        offset += rdlength
+    return _follow_chain(flags & 0x000F, name, records)
+
+
+def _follow_chain(rcode: int, name: str, records: list[tuple[str, int, int, bytes]]) -> Answer:
+    owner = name
+    ttls: list[int] = []
+    for _ in range(_MAX_CNAME_CHAIN):
+        aliases = [(ttl, rdata) for o, t, ttl, rdata in records if o == owner and t == TYPE_CNAME]
+        if not aliases:
+            break
+        ttls.append(aliases[0][0])
+        owner = aliases[0][1].decode("ascii")
+    addresses: list[IPv4Address] = []
+    for record_owner, rtype, ttl, rdata in records:
+        if record_owner == owner and rtype == TYPE_A and len(rdata) == 4:
+            addresses.append(IPv4Address(rdata))
+            ttls.append(ttl)
+    return Answer(rcode, tuple(dict.fromkeys(addresses)), min(ttls) if addresses else 0)
+
+
+def _read_compressed_name(data: bytes, offset: int) -> tuple[str, int]:
+    """Read a name that may use compression pointers; return it and the offset after it."""
+    labels: list[str] = []
+    end: int | None = None
+    jumps = 0
+    total = 0
+    while True:
+        if offset >= len(data):
+            raise DnsFormatError("name runs past the end of the message")
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            if offset + 1 >= len(data):
+                raise DnsFormatError("compression pointer runs past the end of the message")
+            jumps += 1
+            if jumps > _MAX_NAME_LENGTH // 2:
+                raise DnsFormatError("compression pointers form a loop")
+            if end is None:
+                end = offset + 2
+            offset = ((length & 0x3F) << 8) | data[offset + 1]
+            continue
+        if length & 0xC0:
+            raise DnsFormatError(f"label type {length >> 6} is not supported")
+        offset += 1
+        if length == 0:
+            break
+        total += length + 1
+        if total > _MAX_NAME_LENGTH or offset + length > len(data):
+            raise DnsFormatError("name is longer than 255 bytes or runs past the message")
+        labels.append(data[offset : offset + length].decode("ascii", "replace").lower())
+        offset += length
+    return ".".join(labels), end if end is not None else offset
+
+
 class RecordTable:
     """The resolver's records: hostname (without the zone) to IPv4 address."""
 
@@ -205,36 +308,97 @@ class RecordTable:
         return build_response(query, RCODE_NOERROR, [], ttl=DEFAULT_TTL)
 
 
-class _ResolverProtocol(asyncio.DatagramProtocol):
-    def __init__(self, table: RecordTable) -> None:
+class Forwarder(Protocol):
+    """Answers queries for names outside the zone that it takes (domain resources)."""
+
+    def takes(self, name: str) -> bool: ...
+    async def answer(self, query: Query, client: tuple[str, int]) -> bytes: ...
+
+
+# Queries a resolver answers concurrently through its forwarder; more are dropped, so a flood
+# cannot pile up tasks and sockets while upstream servers are slow.
+MAX_PENDING_QUERIES = 256
+
+
+class ResolverProtocol(asyncio.DatagramProtocol):
+    """Answers datagrams from `table`, handing names the forwarder takes to the forwarder."""
+
+    def __init__(self, table: RecordTable | None, forwarder: Forwarder | None = None) -> None:
         self.table = table
+        self.forwarder = forwarder
         self.transport: asyncio.DatagramTransport | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        for task in self._pending:
+            task.cancel()
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        response = self.table.answer(data)
+        if self.forwarder is not None and self._forward(data, addr):
+            return
+        response = _refuse(data) if self.table is None else self.table.answer(data)
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
         elif response is None:
             logger.debug("dropped an unreadable DNS message of %d bytes from %s", len(data), addr)
 
+    def _forward(self, data: bytes, addr: tuple[str, int]) -> bool:
+        assert self.forwarder is not None
+        try:
+            query = parse_query(data)
+        except DnsFormatError:
+            return False
+        if not self.forwarder.takes(query.question.name):
+            return False
+        if len(self._pending) >= MAX_PENDING_QUERIES:
+            logger.warning(
+                "dropped a DNS query from %s: %d queries pending", addr, len(self._pending)
+            )
+            return True
+        task = asyncio.create_task(self._answer(query, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return True
+
+    async def _answer(self, query: Query, addr: tuple[str, int]) -> None:
+        assert self.forwarder is not None
+        try:
+            response = await self.forwarder.answer(query, addr)
+        except Exception:
+            logger.exception("answering %s for %s failed", query.question.name, addr[0])
+            response = build_response(query, RCODE_SERVFAIL, [], ttl=0)
+        if self.transport is not None:
+            self.transport.sendto(response, addr)
+
+
+def _refuse(data: bytes) -> bytes | None:
+    try:
+        query = parse_query(data)
+    except DnsFormatError as exc:
+        return None if exc.query_id is None else build_error(exc.query_id, RCODE_FORMERR)
+    return build_response(query, RCODE_REFUSED, [], ttl=DEFAULT_TTL)
+
 
 class DnsResolver:
-    """A UDP DNS server bound to `host:port`, answering from a `RecordTable`."""
+    """A UDP DNS server bound to `host:port`, answering from a `RecordTable` and a forwarder."""
 
-    def __init__(self, host: str, port: int, table: RecordTable) -> None:
+    def __init__(
+        self, host: str, port: int, table: RecordTable, forwarder: Forwarder | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.table = table
+        self.forwarder = forwarder
         self._transport: asyncio.DatagramTransport | None = None
 
     async def start(self) -> None:
         """Bind the UDP socket; raises OSError when the address is unavailable."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _ResolverProtocol(self.table), local_addr=(self.host, self.port)
+            lambda: ResolverProtocol(self.table, self.forwarder), local_addr=(self.host, self.port)
         )
         self._transport = transport
         logger.info("DNS resolver for *.%s listening on %s:%d", ZONE, self.host, self.port)

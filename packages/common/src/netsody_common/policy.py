@@ -12,6 +12,10 @@ Semantics:
   evaluated against the initiating (source) node and must all hold.
 - Traffic to a resource goes from the client node to the resource's gateway node over the
   overlay, so client and gateway are peers even without a node-to-node policy.
+- A domain resource (`db.example.internal`, `*.example.internal`) has no address in the
+  document. Its gateway resolves names for permitted clients, and both sides learn the
+  resolved addresses at runtime (`CompiledNetwork.learned`). A client of a domain resource may
+  send DNS queries (UDP port 53) to that resource's gateway node.
 
 `CompiledNetwork.decide` judges the packet that opens a flow: `port` is its destination port
 (ignored for ICMP). Replies need a flow table in the data plane, or `decide_reply` for a
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from netsody_common import _policy_index as index_module
+from netsody_common._domains import DomainMatcher, LearnedAddresses
 from netsody_common._policy_index import DocumentIndex, positions_of
 from netsody_common._rule_set import ANY_TRAFFIC, PROTOCOL_NUMBERS, PrefixTable, RuleSet
 from netsody_common.document import (
@@ -44,16 +49,21 @@ logger = logging.getLogger(__name__)
 EGRESS = "egress"
 INGRESS = "ingress"
 DNS_ZONE = "netsody.me"
+# The port a gateway node's resolver listens on at its overlay address, for domain resources.
+GATEWAY_DNS_PORT = 53
+_UDP = 17
 
 __all__ = [
     "ANY_TRAFFIC",
     "DNS_ZONE",
     "EGRESS",
+    "GATEWAY_DNS_PORT",
     "INGRESS",
     "PROTOCOL_NUMBERS",
     "CompiledNetwork",
     "GatewayClient",
     "GatewayDuty",
+    "LearnedAddresses",
     "NodeNotFoundError",
     "Peer",
     "PolicyError",
@@ -134,8 +144,9 @@ class CompiledNetwork:
     `domain_gateway_duties` does the same for served domains. `hostnames` maps the lowercase
     hostname of this node and of every peer with a node-to-node policy to its overlay address.
 
-    NOTE: the compiled form knows no addresses for domain resources, so `decide` and
-    `is_valid_source` reject their traffic until the data plane adds the resolved addresses.
+    `learned` holds the addresses resolved for domain resources at runtime. It is the one
+    mutable part: `decide` and `is_valid_source` read it, so a learned address takes effect on
+    the next call and an expired one stops doing so.
     """
 
     network_name: str
@@ -149,13 +160,19 @@ class CompiledNetwork:
     gateway_duties: Mapping[IPv4Network, GatewayDuty]
     domain_gateway_duties: Mapping[str, GatewayDuty]
     hostnames: Mapping[str, IPv4Address]
+    learned: LearnedAddresses = field(repr=False, compare=False, default_factory=LearnedAddresses)
     _filters: dict[str, _PeerFilter] = field(repr=False, compare=False, default_factory=dict)
     _ip_int: int = field(repr=False, compare=False, default=0)
+    _reach_names: DomainMatcher = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    _serve_names: DomainMatcher = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if not self._filters:
             self._filters.update(_build_filters(self.peers))
         object.__setattr__(self, "_ip_int", int(self.ip))
+        object.__setattr__(self, "_reach_names", DomainMatcher(self.domain_routes))
+        served = {dest: dest for dest in self.domain_gateway_duties}
+        object.__setattr__(self, "_serve_names", DomainMatcher(served))
 
     @property
     def dns_names(self) -> dict[str, IPv4Address]:
@@ -196,16 +213,58 @@ class CompiledNetwork:
                 return False
             if dst == found.ip:
                 rules = found.node_rules
-                return rules is not None and (rules.allow_all or rules.allows(number, port))
-            return found.reachable.allows(dst, number, port)
+                if rules is not None and (rules.allow_all or rules.allows(number, port)):
+                    return True
+                return found.dns_to_peer and number == _UDP and port == GATEWAY_DNS_PORT
+            if found.reachable.allows(dst, number, port):
+                return True
+            if not found.domain_reach:
+                return False
+            dests = self.learned.reachable.get((peer_pk, dst))
+            return _learned_allows(found.domain_reach, dests, number, port)
         if direction == INGRESS:
             if src != found.ip:
                 return False
             if dst == self._ip_int:
                 rules = found.node_rules
-                return rules is not None and (rules.allow_all or rules.allows(number, port))
-            return found.served.allows(dst, number, port)
+                if rules is not None and (rules.allow_all or rules.allows(number, port)):
+                    return True
+                return found.dns_from_peer and number == _UDP and port == GATEWAY_DNS_PORT
+            if found.served.allows(dst, number, port):
+                return True
+            if not found.domain_served:
+                return False
+            dests = self.learned.served.get((peer_pk, dst))
+            return _learned_allows(found.domain_served, dests, number, port)
         raise ValueError(f"direction {direction!r} is invalid: use 'egress' or 'ingress'")
+
+    def learned_egress_allows(
+        self, peer_pk: str, src: int, dst: int, *, protocol: int, port: int | None
+    ) -> bool:
+        """Return whether learned addresses permit this node to open a flow to `dst`.
+
+        Only domain resources reached through `peer_pk` count, so a caller that caches
+        `decide` can check learned addresses, which expire, without caching them. Addresses
+        are 32-bit integers and `protocol` is an IP protocol number.
+        """
+        found = self._filters.get(peer_pk)
+        if found is None or not found.domain_reach or src != self._ip_int:
+            return False
+        dests = self.learned.reachable.get((peer_pk, dst))
+        return _learned_allows(found.domain_reach, dests, protocol, port)
+
+    def learned_ingress_allows(
+        self, peer_pk: str, src: int, dst: int, *, protocol: int, port: int | None
+    ) -> bool:
+        """Return whether learned addresses permit client `peer_pk` to open a flow to `dst`.
+
+        SECURITY: the flow must come from the client's own overlay address.
+        """
+        found = self._filters.get(peer_pk)
+        if found is None or not found.domain_served or src != found.ip:
+            return False
+        dests = self.learned.served.get((peer_pk, dst))
+        return _learned_allows(found.domain_served, dests, protocol, port)
 
     def decide_reply(
         self,
@@ -238,7 +297,9 @@ class CompiledNetwork:
         if found is None:
             return False
         src = src_ip if type(src_ip) is int else _address_int(src_ip)
-        return src == found.ip or found.reachable.contains(src)
+        if src == found.ip or found.reachable.contains(src):
+            return True
+        return (peer_pk, src) in self.learned.reachable
 
     def decide_many(
         self, packets: Iterable[tuple[str, int, int, int, int | None, str]]
@@ -261,21 +322,81 @@ class CompiledNetwork:
                     append(False)
                 elif dst == found.ip:
                     rules = found.node_rules
-                    append(rules is not None and (rules.allow_all or rules.allows(protocol, port)))
+                    allowed = rules is not None and (
+                        rules.allow_all or rules.allows(protocol, port)
+                    )
+                    append(allowed or self.decide(direction, src, dst, protocol, port, peer_pk))
                 else:
-                    append(found.reachable.allows(dst, protocol, port))
+                    allowed = found.reachable.allows(dst, protocol, port) or (
+                        self.learned_egress_allows(peer_pk, src, dst, protocol=protocol, port=port)
+                    )
+                    append(allowed)
             elif src != found.ip:
                 append(False)
             elif dst == own:
                 rules = found.node_rules
-                append(rules is not None and (rules.allow_all or rules.allows(protocol, port)))
+                allowed = rules is not None and (rules.allow_all or rules.allows(protocol, port))
+                append(allowed or self.decide(direction, src, dst, protocol, port, peer_pk))
             else:
-                append(found.served.allows(dst, protocol, port))
+                allowed = found.served.allows(dst, protocol, port) or (
+                    self.learned_ingress_allows(peer_pk, src, dst, protocol=protocol, port=port)
+                )
+                append(allowed)
         return results
+
+    def reachable_domain(self, name: str) -> tuple[str, str] | None:
+        """Return (resource destination, gateway pk) of the domain resource `name` belongs to.
+
+        Only resources this node may use through another node count. None when none matches.
+        """
+        return self._reach_names.match(name)
+
+    def served_domain(self, name: str) -> str | None:
+        """Return the destination of the domain resource this node serves that `name` matches."""
+        found = self._serve_names.match(name)
+        return None if found is None else found[0]
+
+    def domain_client(self, dest: str, client_ip: IPv4Address) -> GatewayClient | None:
+        """Return the client with overlay address `client_ip` of served domain resource `dest`.
+
+        SECURITY: None means no policy permits that node to use the resource, so a gateway
+        must not resolve its names for it.
+        """
+        duty = self.domain_gateway_duties.get(dest)
+        if duty is None:
+            return None
+        return next((client for client in duty.clients if client.ip == client_ip), None)
+
+    def adopt_learned(self, previous: CompiledNetwork) -> None:
+        """Take over the learned addresses of `previous` that this policy still permits."""
+        if previous is self:
+            return
+        self.learned.copy_from(previous.learned)
+        served = {
+            dest: frozenset(client.pk for client in duty.clients)
+            for dest, duty in self.domain_gateway_duties.items()
+        }
+        self.learned.retain(self.domain_routes, served)
 
 
 def _address_int(address: IPv4Address | int | str) -> int:
     return int(address) if isinstance(address, IPv4Address) else int(IPv4Address(address))
+
+
+def _learned_allows(
+    rules_by_dest: Mapping[str, RuleSet],
+    dests: frozenset[str] | None,
+    protocol: int,
+    port: int | None,
+) -> bool:
+    """Return whether the rules of any resource in `dests` (learned for one address) match."""
+    if not dests:
+        return False
+    for dest in dests:
+        rules = rules_by_dest.get(dest)
+        if rules is not None and rules.allows(protocol, port):
+            return True
+    return False
 
 
 def _protocol_number(protocol: int | str) -> int:
@@ -285,14 +406,32 @@ def _protocol_number(protocol: int | str) -> int:
 class _PeerFilter:
     """The per-packet lookups of one peer (slots, because decide reads them per packet)."""
 
-    __slots__ = ("ip", "node_rules", "peer", "reachable", "served")
+    __slots__ = (
+        "dns_from_peer",
+        "dns_to_peer",
+        "domain_reach",
+        "domain_served",
+        "ip",
+        "node_rules",
+        "peer",
+        "pk",
+        "reachable",
+        "served",
+    )
 
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
+        self.pk = peer.pk
         self.ip = int(peer.ip)
         self.node_rules = peer.node_rules
         self.reachable = PrefixTable.build(peer.reachable)
         self.served = PrefixTable.build(peer.served)
+        self.domain_reach = {item.dest: item.rules for item in peer.reachable if not item.network}
+        self.domain_served = {item.dest: item.rules for item in peer.served if not item.network}
+        # The peer is the gateway of a domain resource this node uses, or a client of one
+        # this node serves: DNS queries may go to the gateway's resolver.
+        self.dns_to_peer = bool(self.domain_reach)
+        self.dns_from_peer = bool(self.domain_served)
 
 
 def _build_filters(peers: Iterable[Peer]) -> dict[str, _PeerFilter]:

@@ -11,6 +11,11 @@ table: an allowed packet records its 5-tuple and the reverse one, and a packet m
 recorded tuple passes without a policy decision (anti-spoofing still applies). Policy decisions
 are cached per (direction, source, destination, protocol, port, peer); a new `Enforcer` starts
 with empty caches, so a policy change takes effect on the next packet.
+
+Addresses learned for domain resources (`CompiledNetwork.learned`) change without a new
+`Enforcer`. They are read live with dict lookups, only when the static lookups found nothing,
+and their decisions are never cached, so an expired address stops opening flows at once.
+Flows opened before the expiry continue until they are idle, as conntrack does on the gateway.
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ class Enforcer:
         self._decisions: dict[tuple, bool] = {}
         self._source_cache: dict[tuple[str, bytes], Any] = {}
         self._flows: dict[tuple, float] = {}
+        # Networks with domain resources, whose learned addresses are looked up per packet.
+        self._learned: list[Any] = [
+            network for network in self.networks if _has_domain_resources(network)
+        ]
         self.now = 0.0
         for network in self.networks:
             self._add_network(network)
@@ -109,10 +118,14 @@ class Enforcer:
     def egress(self, header: IPv4Header) -> tuple[str | None, str | None]:
         """Return (peer pk, None) for a TUN packet to forward, or (None, drop reason)."""
         entry = self._peer_by_ip.get(header.dst)
+        learned = None
         if entry is not None:
             network, peer_pk = entry.network, entry.pk
         else:
-            route = self._route(header.dst)
+            # A learned /32 is more specific than any resource network, so it comes first.
+            route = learned = self._learned_route(header.dst) if self._learned else None
+            if route is None:
+                route = self._route(header.dst)
             if route is None:
                 return None, DROP_NO_ROUTE
             network, peer_pk = route
@@ -120,7 +133,9 @@ class Enforcer:
         if key in self._flows:
             self._flows[key] = self.now
             return peer_pk, None
-        if not self._decide(network, EGRESS, header, peer_pk):
+        if not (learned and _learned_decide(network, EGRESS, header, peer_pk)) and not (
+            self._decide(network, EGRESS, header, peer_pk)
+        ):
             return None, DROP_EGRESS_POLICY
         self._remember_reply(key)
         return peer_pk, None
@@ -131,17 +146,47 @@ class Enforcer:
         # networks of resources it is the gateway for.
         network = self._source_network(peer_pk, header.src)
         if network is None:
-            return DROP_SPOOFED
-        if header.dst not in self._local and not self._is_gateway_destination(header.dst):
-            return DROP_WRONG_DESTINATION
+            # Replies from addresses learned for a domain resource behind this gateway peer.
+            network = self._learned_source(peer_pk, header.src) if self._learned else None
+            if network is None:
+                return DROP_SPOOFED
+        learned = False
+        if header.dst not in self._local:
+            # Learned first: a learned address inside a static resource network must not get
+            # a cached decision that outlives its expiry.
+            if self._learned:
+                learned = self._is_learned_destination(network, peer_pk, header.dst)
+            if not learned and not self._is_gateway_destination(header.dst):
+                return DROP_WRONG_DESTINATION
         key = _flow_key(header)
         if key in self._flows:
             self._flows[key] = self.now
             return None
-        if not self._decide(network, INGRESS, header, peer_pk):
+        if not (learned and _learned_decide(network, INGRESS, header, peer_pk)) and not (
+            self._decide(network, INGRESS, header, peer_pk)
+        ):
             return DROP_INGRESS_POLICY
         self._remember_reply(key)
         return None
+
+    def _learned_route(self, dst: bytes) -> tuple[Any, str] | None:
+        address = _to_int(dst)
+        for network in self._learned:
+            gateway_pk = network.learned.routes.get(address)
+            if gateway_pk is not None:
+                return network, gateway_pk
+        return None
+
+    def _learned_source(self, peer_pk: str, src: bytes) -> Any:
+        address = _to_int(src)
+        for network in self._learned:
+            if (peer_pk, address) in network.learned.reachable:
+                return network
+        return None
+
+    def _is_learned_destination(self, network: Any, peer_pk: str, dst: bytes) -> bool:
+        learned = getattr(network, "learned", None)
+        return learned is not None and (peer_pk, _to_int(dst)) in learned.served
 
     def _source_network(self, peer_pk: str, src: bytes) -> Any:
         key = (peer_pk, src)
@@ -209,6 +254,25 @@ class Enforcer:
         for key in stale:
             del self._flows[key]
         return len(stale)
+
+
+def _learned_decide(network: Any, direction: str, header: IPv4Header, peer_pk: str) -> bool:
+    """Return whether learned domain addresses permit the packet (never cached)."""
+    port = 0 if header.protocol == PROTO_ICMP else header.dst_port
+    check = network.learned_egress_allows if direction == EGRESS else network.learned_ingress_allows
+    return bool(
+        check(
+            peer_pk, _to_int(header.src), _to_int(header.dst), protocol=header.protocol, port=port
+        )
+    )
+
+
+def _has_domain_resources(network: Any) -> bool:
+    has_learned = getattr(network, "learned", None) is not None
+    domains = getattr(network, "domain_routes", None) or getattr(
+        network, "domain_gateway_duties", None
+    )
+    return has_learned and bool(domains)
 
 
 def _flow_key(header: IPv4Header) -> tuple:

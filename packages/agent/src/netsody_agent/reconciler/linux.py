@@ -220,7 +220,8 @@ def _parse_rule(line: str) -> GatewayRule:
 
 
 class ResolvectlDns:
-    """Routes `~netsody.me` queries to the agent's resolver through systemd-resolved.
+    """Routes `~netsody.me` and resource domain queries to the agent's resolver through
+    systemd-resolved.
 
     The settings are per link, so systemd-resolved drops them itself when the TUN device goes.
     """
@@ -242,7 +243,8 @@ class ResolvectlDns:
 
     def apply(self, link: DnsLink) -> None:
         run_command(["resolvectl", "dns", self.device, link.server])
-        run_command(["resolvectl", "domain", self.device, f"~{link.domain}"])
+        domains = [f"~{domain}" for domain in link.routing_domains]
+        run_command(["resolvectl", "domain", self.device, *domains])
         self._applied = link
 
     def remove(self) -> None:

@@ -23,10 +23,20 @@ class GatewayRule:
 
 @dataclass(frozen=True)
 class DnsLink:
-    """The system resolver setting: queries for `~domain` go to `server` on the TUN link."""
+    """The system resolver setting: queries for `~domain` go to `server` on the TUN link.
+
+    `resource_domains` are further routing domains, one per domain resource this node may use
+    (`example.internal` for `*.example.internal`), sorted.
+    """
 
     server: str
     domain: str
+    resource_domains: tuple[str, ...] = ()
+
+    @property
+    def routing_domains(self) -> tuple[str, ...]:
+        """Every routing domain of the link, the zone first."""
+        return (self.domain, *self.resource_domains)
 
 
 @dataclass(frozen=True)
