@@ -1,10 +1,16 @@
 """Linux TUN device for the overlay, configured with ioctls only.
 
-`open_tun(name)` creates a layer-3 TUN device (IFF_TUN | IFF_NO_PI, so every read returns one bare
-IP packet) and returns a `TunDevice`. `set_address`, `set_mtu` and `set_up` configure it with the
-SIOCSIF* ioctls, so no `ip` binary is needed. The file descriptor is non-blocking: `read_batch`
-drains up to a given number of packets in one call and `write` sends one packet. The device is not
+`open_tun(name)` creates a layer-3 TUN device (IFF_TUN | IFF_NO_PI) and returns a `TunDevice`.
+`set_address`, `set_mtu` and `set_up` configure it with the SIOCSIF* ioctls, so no `ip` binary is
+needed. The file descriptor is non-blocking: `read_batch` drains up to a given number of frames in
+one call, `write` sends one IP packet and `write_frames` sends frames. The device is not
 persistent, so the kernel deletes it when the last queue's descriptor closes (`close()`).
+
+With `offload=True` (the default) the device also carries virtio-net headers (IFF_VNET_HDR) and
+TCP segmentation and checksum offload (TUNSETOFFLOAD): every frame read or written starts with a
+`dataplane.offload.VNET_HEADER_SIZE`-byte header, reads may return TCP super-packets of up to
+64 KiB, and writes may carry them (see `netsody_agent.dataplane.offload`). `vnet_header` tells
+which kind of device it is; where the kernel refuses offloads the device works without them.
 
 Requires CAP_NET_ADMIN (root).
 """
@@ -29,6 +35,10 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFADDR = 0x8916
@@ -38,6 +48,8 @@ IFF_UP = 0x1
 IFF_RUNNING = 0x40
 
 MAX_PACKET_SIZE = 65535
+VNET_HEADER_SIZE = 10  # struct virtio_net_hdr, the size the kernel uses unless told otherwise
+_ZERO_VNET_HEADER = bytes(VNET_HEADER_SIZE)
 
 
 class TunError(OSError):
@@ -63,17 +75,23 @@ class TunDevice:
     """An open TUN device: one non-blocking descriptor per queue.
 
     `fileno()` is the descriptor to register with `loop.add_reader`. Reads and writes never block;
-    `read_batch` returns an empty list when no packet is waiting.
+    `read_batch` returns an empty list when no packet is waiting. With `vnet_header` every frame
+    read or written starts with a virtio-net header.
     """
 
-    def __init__(self, name: str, fds: list[int]) -> None:
+    def __init__(self, name: str, fds: list[int], *, vnet_header: bool = False) -> None:
         self.name = name
+        self.vnet_header = vnet_header
         self._fds = fds
         self._fd = fds[0]
         self._closed = False
+        self._read_size = MAX_PACKET_SIZE + (VNET_HEADER_SIZE if vnet_header else 0)
 
     def __repr__(self) -> str:
-        return f"TunDevice(name={self.name!r}, queues={len(self._fds)})"
+        return (
+            f"TunDevice(name={self.name!r}, queues={len(self._fds)}, "
+            f"vnet_header={self.vnet_header})"
+        )
 
     def fileno(self) -> int:
         return self._fd
@@ -84,23 +102,45 @@ class TunDevice:
         return list(self._fds)
 
     def read_batch(self, max_packets: int = 64, fd: int | None = None) -> list[bytes]:
-        """Read up to `max_packets` IP packets without blocking; an empty list means none waits."""
+        """Read up to `max_packets` frames without blocking; an empty list means none waits.
+
+        A frame is one IP packet, after a virtio-net header when `vnet_header` is set.
+        """
         read = os.read
+        size = self._read_size
         source = self._fd if fd is None else fd
         packets: list[bytes] = []
         for _ in range(max_packets):
             try:
-                packets.append(read(source, MAX_PACKET_SIZE))
+                packets.append(read(source, size))
             except BlockingIOError:
                 break
         return packets
 
     def write(self, packet: bytes | memoryview) -> None:
-        """Write one IP packet; drops it (with a DEBUG line) when the kernel queue is full."""
-        try:
-            os.write(self._fd, packet)
-        except BlockingIOError:
-            logger.debug("TUN %s write queue full, packet dropped", self.name)
+        """Write one plain IP packet (complete checksums, no segmentation)."""
+        self.write_frames([_ZERO_VNET_HEADER + packet if self.vnet_header else packet])
+
+    def write_frames(self, frames: list[bytes]) -> int:
+        """Write frames as `read_batch` returns them; return how many the kernel refused.
+
+        A frame is dropped (with a DEBUG line) when the kernel queue is full or the kernel
+        rejects its virtio-net header.
+        """
+        write = os.write
+        fd = self._fd
+        refused = 0
+        for frame in frames:
+            try:
+                write(fd, frame)
+            except BlockingIOError:
+                refused += 1
+                logger.debug("TUN %s write queue full, packet dropped", self.name)
+            except OSError as error:
+                # EINVAL: a header the kernel does not accept (bad checksum or GSO fields).
+                refused += 1
+                logger.debug("TUN %s refused a frame: %s", self.name, error)
+        return refused
 
     def set_address(self, interface: IPv4Interface) -> None:
         """Assign `interface` (address and prefix) with SIOCSIFADDR and SIOCSIFNETMASK."""
@@ -171,15 +211,18 @@ def _hint(number: int | None, name: str, default: str) -> str:
     return default
 
 
-def open_tun(name: str = "netsody", *, queues: int = 1) -> TunDevice:
+def open_tun(name: str = "netsody", *, queues: int = 1, offload: bool = True) -> TunDevice:
     """Create the TUN device `name` and return it open and down, without an address.
 
-    With `queues > 1` the device uses IFF_MULTI_QUEUE and gets one descriptor per queue.
+    With `queues > 1` the device uses IFF_MULTI_QUEUE and gets one descriptor per queue. With
+    `offload` it carries virtio-net headers and TCP segmentation offload (see the module text).
     Raises `TunError` when /dev/net/tun is missing, the name is in use by another kind of
     device, or the process lacks CAP_NET_ADMIN.
     """
     encoded = _ifreq_name(name)
     flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if queues > 1 else 0)
+    if offload:
+        flags |= IFF_VNET_HDR
     fds: list[int] = []
     actual = name
     try:
@@ -195,5 +238,24 @@ def open_tun(name: str = "netsody", *, queues: int = 1) -> TunDevice:
         raise TunError(
             error.errno, f"creating TUN device {name} failed: {error.strerror} ({hint})"
         ) from error
-    logger.info("TUN device %s created with %d queue(s)", actual, len(fds))
-    return TunDevice(actual, fds)
+    if offload and not _enable_offload(fds[0], actual):
+        for fd in fds:
+            os.close(fd)
+        return open_tun(name, queues=queues, offload=False)
+    logger.info(
+        "TUN device %s created with %d queue(s), offloads %s",
+        actual,
+        len(fds),
+        "on" if offload else "off",
+    )
+    return TunDevice(actual, fds, vnet_header=offload)
+
+
+def _enable_offload(fd: int, name: str) -> bool:
+    """Turn on checksum and IPv4 TCP segmentation offload; False when the kernel refuses."""
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+    except OSError as error:
+        logger.warning("TUN device %s without offloads: %s", name, error.strerror)
+        return False
+    return True

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsody_agent.dataplane import DataPlane, enforce
+from netsody_agent.dataplane import PARTIAL_CHECKSUMS, PAYLOAD_FLAGS_SIZE, DataPlane, enforce
 from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats, ReplayWindow
-from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, parse_ipv4
+from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, internet_checksum, parse_ipv4
 from netsody_agent.dataplane.superpeer import SuperPeerError, parse_super_peer_url
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
@@ -18,6 +18,8 @@ from netsody_common.policy import compile_for_node
 
 class MemoryTun:
     """Test double of `TunDevice`: records written packets (a real TUN device needs root)."""
+
+    vnet_header = False
 
     def __init__(self):
         self.written = []
@@ -95,7 +97,9 @@ async def test_oversize_df_packet_gets_frag_needed(identities):
     assert reply.src == socket.inet_aton("10.1.0.2")
     assert reply.dst == socket.inet_aton("10.1.0.1")
     assert tun.written[0][20:22] == b"\x03\x04"
-    assert struct.unpack("!H", tun.written[0][26:28])[0] == MAX_DATAGRAM_PAYLOAD
+    assert (
+        struct.unpack("!H", tun.written[0][26:28])[0] == MAX_DATAGRAM_PAYLOAD - PAYLOAD_FLAGS_SIZE
+    )
 
 
 async def test_oversize_packet_without_df_dropped_silently(identities):
@@ -111,7 +115,9 @@ async def test_oversize_packet_without_df_dropped_silently(identities):
 async def test_fitting_packet_routed_to_link(identities):
     plane, _tun, link = await plane_with_peer_up(identities)
 
-    assert plane._route_outgoing(tcp_packet(MAX_DATAGRAM_PAYLOAD)) is link
+    largest = MAX_DATAGRAM_PAYLOAD - PAYLOAD_FLAGS_SIZE
+    assert plane._route_outgoing(tcp_packet(largest)) is link
+    assert plane._route_outgoing(tcp_packet(largest + 1)) is None
 
 
 async def test_packet_to_down_peer_counted(identities):
@@ -217,3 +223,39 @@ async def test_replayed_packet_does_not_move_path(identities):
 
     assert link.remote == DIRECT
     assert link.stats.drops.get("replay") == 1
+
+
+def tcp_with_pseudo_checksum(size):
+    """A TCP packet from beta to alpha as a TUN device with checksum offload hands it out."""
+    packet = tcp_packet(size)
+    packet = packet[:12] + packet[16:20] + packet[12:16] + packet[20:]
+    words = struct.unpack("!4H", packet[12:20])
+    total = sum(words) + PROTO_TCP + size - 20
+    total = (total & 0xFFFF) + (total >> 16)
+    return packet[:36] + struct.pack("!H", total) + packet[38:]
+
+
+async def test_partial_checksums_completed_for_a_tun_without_offloads(identities):
+    plane, tun, link = await plane_with_peer_up(identities)
+    packet = tcp_with_pseudo_checksum(200)
+
+    plane._on_peer_payload(link, PARTIAL_CHECKSUMS + packet)
+    plane._flush_tun()
+
+    (written,) = tun.written
+    tcp = written[20:]
+    pseudo = written[12:20] + struct.pack("!BBH", 0, PROTO_TCP, len(tcp))
+    assert internet_checksum(pseudo + tcp) == 0
+    assert written[:36] == packet[:36]
+    assert link.stats.packets_in == 1
+
+
+@pytest.mark.parametrize("flags", [b"\x00", b"\x02", b"\x3f"])
+async def test_unknown_payload_flags_drop_the_datagram(identities, flags):
+    plane, tun, link = await plane_with_peer_up(identities)
+
+    plane._on_peer_payload(link, flags + tcp_packet(100))
+    plane._flush_tun()
+
+    assert tun.written == []
+    assert link.stats.drops == {enforce.DROP_MALFORMED: 1}

@@ -37,6 +37,7 @@ ingress rules (`enforce.Enforcer`). A packet larger than the path carries gets a
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -46,7 +47,7 @@ from typing import Any
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import pull_quic_header
 
-from netsody_agent.dataplane import enforce, handshake
+from netsody_agent.dataplane import enforce, handshake, offload
 from netsody_agent.dataplane.link import (
     KEEPALIVE_INTERVAL,
     STATE_CLOSED,
@@ -55,7 +56,12 @@ from netsody_agent.dataplane.link import (
     server_configuration,
 )
 from netsody_agent.dataplane.logs import RepeatLimiter
-from netsody_agent.dataplane.packet import PacketError, build_frag_needed, parse_ipv4, split_packets
+from netsody_agent.dataplane.packet import (
+    PacketError,
+    build_frag_needed,
+    parse_ipv4,
+    split_packets,
+)
 from netsody_agent.dataplane.paths import (
     PATH_DIRECT,
     PATH_NONE,
@@ -76,6 +82,20 @@ logger = logging.getLogger(__name__)
 TUN_BATCH = 64
 SOCKET_BATCH = 64
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+# A datagram payload is IPv4 packets back to back; a first byte below 0x40 (no IPv4 or IPv6
+# version nibble) is a flags byte before them. PARTIAL_CHECKSUMS: the TCP and UDP checksums of
+# the packets hold only the pseudo-header sum, as checksum offload leaves them.
+PAYLOAD_FLAGS_LIMIT = 0x40
+PARTIAL_CHECKSUMS = b"\x01"
+PAYLOAD_FLAGS_SIZE = len(PARTIAL_CHECKSUMS)
+# Linux UDP segmentation offload (linux/udp.h): one sendmsg carries many equal-sized datagrams.
+UDP_SEGMENT = 103
+# UDP receive offload: one recvmsg returns consecutive datagrams of one sender, joined, with
+# their size in a control message.
+UDP_GRO = 104
+_GRO_CONTROL_SIZE = socket.CMSG_SPACE(4)
+UDP_MAX_SEGMENTS = 64
+UDP_MAX_GSO_BYTES = 65000
 MAX_PENDING_HANDSHAKES = 64
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 DIAL_RETRY_SECONDS = 1.0
@@ -89,6 +109,17 @@ STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
 # acknowledgement within this long it counts as dead (the peer restarted), and the new
 # connection replaces it.
 LIVENESS_PROBE_SECONDS = 1.0
+DROP_TUN_REFUSED = "tun-refused"
+
+
+def _split_gro(data: bytes, control: list[tuple[int, int, bytes]]) -> list[bytes]:
+    """Split what one recvmsg returned into the datagrams that UDP receive offload joined."""
+    for level, kind, value in control:
+        if level == socket.SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            size = int.from_bytes(value[:4], "little")
+            if 0 < size < len(data):
+                return [data[start : start + size] for start in range(0, len(data), size)]
+    return [data]
 
 
 class DataPlaneError(OSError):
@@ -144,6 +175,10 @@ class DataPlane:
         self._relay_candidates: dict[str, set[tuple[str, int]]] = {}
         self._last_flow_expiry = 0.0
         self._last_keepalive = 0.0
+        # Packets for the TUN device, written at the end of each receive batch.
+        self._coalescer = offload.Coalescer()
+        self._tun_pending: list[tuple[bytes, bool]] = []
+        self._udp_gso = True
 
     # Lifecycle
 
@@ -163,6 +198,10 @@ class DataPlane:
                 " (choose another --listen-port or stop the process using it)",
             ) from error
         sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+        except OSError as error:
+            logger.info("UDP receive offload unavailable: %s", error.strerror)
         self._sock = sock
         self.listen_port = sock.getsockname()[1]
         self._loop.add_reader(sock.fileno(), self._on_socket_readable)
@@ -312,23 +351,63 @@ class DataPlane:
     # TUN side
 
     def _on_tun_readable(self) -> None:
-        packets = self.tun.read_batch(TUN_BATCH)
-        if not packets:
+        frames = self.tun.read_batch(TUN_BATCH)
+        if not frames:
             return
         now = self._now()
         self.enforcer.now = now
-        outgoing: dict[PeerLink, list[bytes]] = {}
-        for packet in packets:
-            link = self._route_outgoing(packet)
-            if link is not None:
-                outgoing.setdefault(link, []).append(packet)
+        complete: dict[PeerLink, list[bytes]] = {}
+        partial: dict[PeerLink, list[bytes]] = {}
+        if self.tun.vnet_header:
+            for frame in frames:
+                self._route_frame(frame, complete, partial)
+        else:
+            for packet in frames:
+                link = self._route_outgoing(packet)
+                if link is not None:
+                    complete.setdefault(link, []).append(packet)
         # Packets go out on the fast path only (links are up), which leaves aioquic's state
         # alone, so the links need no servicing here.
-        for link, batch in outgoing.items():
-            self._send_packets(link, batch)
+        for link, batch in complete.items():
+            self._send_packets(link, batch, partial=False)
+        for link, batch in partial.items():
+            self._send_packets(link, batch, partial=True)
         self._relays.flush(now)
 
-    def _route_outgoing(self, packet: bytes) -> PeerLink | None:
+    def _route_frame(
+        self,
+        frame: bytes,
+        complete: dict[PeerLink, list[bytes]],
+        partial: dict[PeerLink, list[bytes]],
+    ) -> None:
+        """Route one virtio-net frame: cut a super-packet into segments, keep checksum state."""
+        flags, gso_type, _length, segment_size, _start, _offset = offload.unpack_vnet(frame)
+        packet = frame[offload.VNET_HEADER_SIZE :]
+        if gso_type == offload.GSO_NONE:
+            link = self._route_outgoing(packet)
+            if link is not None:
+                target = partial if flags & offload.NEEDS_CSUM else complete
+                target.setdefault(link, []).append(packet)
+            return
+        if gso_type != offload.GSO_TCPV4:
+            self._drop(enforce.DROP_MALFORMED)
+            return
+        link = self._route_outgoing(packet, segment_size=segment_size)
+        if link is None:
+            return
+        try:
+            segments = offload.segment_tcp(packet, segment_size)
+        except PacketError:
+            self._drop(enforce.DROP_MALFORMED)
+            return
+        partial.setdefault(link, []).extend(segments)
+
+    def _route_outgoing(self, packet: bytes, *, segment_size: int = 0) -> PeerLink | None:
+        """Return the link `packet` goes out on, or None when it is dropped.
+
+        For a super-packet, `segment_size` is the payload size of its segments: each of them
+        must fit the path, not the whole packet.
+        """
         try:
             header = parse_ipv4(packet)
         except PacketError:
@@ -347,7 +426,10 @@ class DataPlane:
         if link is None or link.state != STATE_UP:
             self._drop(enforce.DROP_PEER_DOWN)
             return None
-        if header.total_length > link.max_payload:
+        size = header.total_length
+        if segment_size:
+            size = min(size, offload.headers_length(packet) + segment_size)
+        if size > link.max_payload - PAYLOAD_FLAGS_SIZE:
             self._too_large(link, packet, header)
             return None
         return link
@@ -359,30 +441,96 @@ class DataPlane:
         # RFC 1191: tell the sender the largest packet this path carries. The message comes
         # from the packet's destination, because Linux drops packets arriving on an interface
         # with one of its own addresses as source (net.ipv4.conf.*.accept_local is 0 by default).
-        reply = build_frag_needed(packet, source=header.dst, next_hop_mtu=link.max_payload)
-        self.tun.write(reply)
+        mtu = link.max_payload - PAYLOAD_FLAGS_SIZE
+        self.tun.write(build_frag_needed(packet, source=header.dst, next_hop_mtu=mtu))
 
-    def _send_packets(self, link: PeerLink, packets: list[bytes]) -> None:
-        # NOTE: IPv4 packets carry their own total length, so packets are concatenated into
-        # one DATAGRAM frame without framing bytes while they fit.
+    def _send_packets(self, link: PeerLink, packets: list[bytes], *, partial: bool) -> None:
+        """Seal `packets` into as few datagrams as fit the path and send them to the peer.
+
+        NOTE: IPv4 packets carry their own total length, so packets are concatenated into
+        one DATAGRAM frame without framing bytes while they fit.
+        """
+        if link.remote is None:
+            link.stats.drop(enforce.DROP_PEER_DOWN, len(packets))
+            return
         stats = link.stats
         limit = link.max_payload
+        prefix = PARTIAL_CHECKSUMS if partial else b""
+        seal = link.seal_datagram
+        datagrams: list[bytes] = []
         payload = b""
         for packet in packets:
             if payload and len(payload) + len(packet) > limit:
-                self._queue_payload(link, payload)
+                datagrams.append(seal(payload))
                 payload = b""
-            payload = payload + packet if payload else packet
+            payload = payload + packet if payload else prefix + packet
             stats.bytes_out += len(packet)
             stats.packets_out += 1
         if payload:
-            self._queue_payload(link, payload)
-
-    def _queue_payload(self, link: PeerLink, payload: bytes) -> None:
-        if link.state == STATE_UP and link.remote is not None:
-            self._send_to(link.remote, link.seal_datagram(payload), link)
+            datagrams.append(seal(payload))
+        remote = link.remote
+        if type(remote) is tuple and len(datagrams) > 1 and self._udp_gso:
+            self._send_segmented(datagrams, remote, link)
         else:
-            link.stats.drop(enforce.DROP_PEER_DOWN)
+            for data in datagrams:
+                self._send_to(remote, data, link)
+
+    def _send_segmented(self, datagrams: list[bytes], address: Any, link: PeerLink) -> None:
+        """Send datagrams with as few system calls as UDP segmentation offload allows.
+
+        Consecutive datagrams of one size (the last of a run may be shorter) go out in one
+        sendmsg with UDP_SEGMENT; a kernel without it gets them one by one from then on.
+        """
+        start = 0
+        total = len(datagrams)
+        while start < total:
+            size = len(datagrams[start])
+            end = start + 1
+            length = size
+            while (
+                end < total
+                and end - start < UDP_MAX_SEGMENTS
+                and len(datagrams[end]) <= size
+                and length + len(datagrams[end]) <= UDP_MAX_GSO_BYTES
+            ):
+                length += len(datagrams[end])
+                end += 1
+                if len(datagrams[end - 1]) < size:
+                    break
+            if end - start == 1:
+                self._send_udp(datagrams[start], address, link)
+            elif not self._send_gso(datagrams[start:end], size, address, link):
+                for data in datagrams[start:end]:
+                    self._send_udp(data, address, link)
+            start = end
+
+    def _send_gso(self, run: list[bytes], size: int, address: Any, link: PeerLink) -> bool:
+        """Send one run of datagrams in one sendmsg; False when the kernel lacks UDP_SEGMENT."""
+        if self._sock is None:
+            return True
+        try:
+            self._sock.sendmsg(
+                [b"".join(run)],
+                [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))],
+                0,
+                address,
+            )
+        except BlockingIOError:
+            link.stats.drop(enforce.DROP_QUEUE_FULL, len(run))
+        except OSError as error:
+            if error.errno in (errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EIO):
+                logger.info("UDP segmentation offload unavailable (%s), sending one by one", error)
+                self._udp_gso = False
+                return False
+            self._errors.log(
+                logging.WARNING,
+                f"send:{address}",
+                "sending to %s at %s failed: %s",
+                link.peer_pk,
+                address,
+                error,
+            )
+        return True
 
     def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:
         """Send one UDP payload to a peer address or through a relay route."""
@@ -427,6 +575,14 @@ class DataPlane:
     # Peer side
 
     def _on_peer_payload(self, link: PeerLink, payload: bytes) -> None:
+        partial = False
+        if payload and payload[0] < PAYLOAD_FLAGS_LIMIT:
+            # SECURITY: unknown flags would change how packets are read: refuse them whole.
+            if payload[:1] != PARTIAL_CHECKSUMS:
+                link.stats.drop(enforce.DROP_MALFORMED)
+                return
+            partial = True
+            payload = payload[1:]
         try:
             packets = split_packets(payload)
         except PacketError as error:
@@ -441,8 +597,14 @@ class DataPlane:
             return
         stats = link.stats
         enforcer = self.enforcer
-        write = self.tun.write
+        queue = self._tun_pending.append if not self.tun.vnet_header else None
+        coalescer = self._coalescer
         for packet in packets:
+            if queue is None and coalescer.extend(packet, link):
+                # The next segment of a flow whose first packet passed the checks below.
+                stats.bytes_in += len(packet)
+                stats.packets_in += 1
+                continue
             try:
                 header = parse_ipv4(packet)
             except PacketError:
@@ -452,9 +614,33 @@ class DataPlane:
             if reason is not None:
                 stats.drop(reason)
                 continue
+            if partial and offload.checksum_field(packet) is None:
+                stats.drop(enforce.DROP_MALFORMED)
+                continue
             stats.bytes_in += len(packet)
             stats.packets_in += 1
-            write(packet)
+            if queue is None:
+                coalescer.add(packet, partial, link)
+            else:
+                queue((packet, partial))
+
+    def _flush_tun(self) -> None:
+        """Write the packets received in this batch to the TUN device."""
+        if self.tun.vnet_header:
+            frames = self._coalescer.frames()
+            if frames:
+                refused = self.tun.write_frames(frames)
+                if refused:
+                    self._drop(DROP_TUN_REFUSED, refused)
+            return
+        pending = self._tun_pending
+        if not pending:
+            return
+        self._tun_pending = []
+        write = self.tun.write
+        for packet, partial in pending:
+            # A TUN device without offloads needs complete checksums (the portable slow path).
+            write(offload.complete_checksum(packet) if partial else packet)
 
     def _on_socket_readable(self) -> None:
         sock = self._sock
@@ -465,22 +651,28 @@ class DataPlane:
         touched: set[PeerLink] = set()
         for _ in range(SOCKET_BATCH):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, control, flags, addr = sock.recvmsg(65535, _GRO_CONTROL_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 # ICMP port unreachable from a peer that went away surfaces here.
                 self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
                 break
-            session = self._relays.session_for(addr)
-            if session is not None:
-                self._relays.receive(session, data, now)
+            if flags & socket.MSG_TRUNC:
+                self._drop("truncated")
                 continue
-            link = self._demultiplex(data, addr, now)
-            if link is not None:
-                touched.add(link)
+            session = self._relays.session_for(addr)
+            for datagram in _split_gro(data, control):
+                if session is not None:
+                    self._relays.receive(session, datagram, now)
+                    continue
+                link = self._demultiplex(datagram, addr, now)
+                if link is not None:
+                    touched.add(link)
+        self._flush_tun()
         for link in touched:
             self._service(link, now)
+        self._flush_tun()
         self._relays.flush(now)
 
     def _on_relayed(
@@ -491,6 +683,7 @@ class DataPlane:
         link = self._demultiplex(payload, source, now, via=session)
         if link is not None:
             self._service(link, now)
+        self._flush_tun()
 
     def _demultiplex(
         self, data: bytes, addr: tuple[str, int], now: float, via: SuperPeerSession | None = None
@@ -664,6 +857,7 @@ class DataPlane:
             return
         link.handle_timer(now)
         self._service(link, now)
+        self._flush_tun()
         self._relays.flush(now)
 
     def _register_cid(self, link: PeerLink, cid: bytes, issued: bool) -> None:
@@ -909,8 +1103,8 @@ class DataPlane:
             self.enforcer.expire_flows(now)
         self._dial_missing(now)
 
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + count
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
