@@ -6,7 +6,7 @@ such packets on writes. Moving one super-packet through the kernel costs about w
 segment costs, so both ends of the tunnel save most of their system call and stack work:
 
 - the sender cuts a super-packet into path-sized segments (`segment_tcp`) without touching the
-  payload bytes: each segment keeps a partial checksum, and the datagram carrying it says so;
+  payload bytes: each segment keeps a partial checksum, and the datagram carrying it is marked so;
 - the receiver joins consecutive segments of one TCP flow back into a super-packet
   (`Coalescer`) and writes it with one system call.
 
@@ -40,7 +40,7 @@ UDP_CHECKSUM_OFFSET = 6
 # the first (as the kernel's own segmentation does).
 _FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
 _LAST_ONLY = _FIN | _PSH
-# Most segments one coalesced write carries, as the kernel's GRO does (UDP_GRO and TCP GRO).
+# Maximum number of segments in one coalesced write (the kernel's TCP GRO stops at 64 too).
 MAX_COALESCED_SEGMENTS = 64
 _MAX_IPV4_LENGTH = 65535
 
@@ -129,7 +129,7 @@ def complete_checksum(packet: bytes) -> bytes:
     data = packet[start:]
     if len(data) % 2:
         data += b"\0"
-    # The field holds the pseudo-header sum already; summing over it completes the checksum.
+    # The field contains the pseudo-header sum already, so summing over it completes the checksum.
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     checksum = ~_fold(total) & 0xFFFF
     if checksum == 0 and packet[9] == PROTO_UDP:
@@ -141,7 +141,7 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
     """Cut an IPv4 TCP super-packet into segments of `segment_size` payload bytes.
 
     Every segment gets its own IPv4 total length, ID and header checksum and its own sequence
-    number; its TCP checksum field holds the partial (pseudo-header) sum for its length.
+    number; its TCP checksum field contains the partial (pseudo-header) sum for its length.
     Raises `PacketError` for a packet that is not a plain IPv4 TCP packet (IP options are
     accepted, as are TCP options).
     """
@@ -200,7 +200,7 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
 
 @functools.cache
 def _segment_headers(tcp_length: int) -> struct.Struct:
-    """The layout of a segment's IPv4 (20 bytes) and TCP header with `tcp_length` bytes."""
+    """Return the layout of a segment's IPv4 header (20 bytes) and TCP header (`tcp_length`)."""
     return struct.Struct(f"!2sHH4sH8s4sI5sB2sH{tcp_length - 18}s")
 
 
@@ -239,7 +239,7 @@ class Coalescer:
     `add(packet, partial, owner)` takes the packets of one receive batch in order; `frames()`
     returns the frames to write, each with its virtio-net header, and empties the coalescer. A
     packet that cannot join (not TCP, other flow, a gap in sequence numbers, flags other than
-    ACK and PSH, a short segment before it) starts a new frame; a packet written alone keeps its
+    ACK and PSH, a short segment before it) starts a new frame. A packet written alone keeps its
     own checksum state: `NEEDS_CSUM` when partial, none when complete.
 
     `extend(packet, owner)` joins a packet to the open run without the caller validating it
@@ -270,7 +270,7 @@ class Coalescer:
         return True
 
     def add(self, packet: bytes, partial: bool, owner: object = None) -> None:
-        """Queue one validated IPv4 packet; `partial` says its L4 checksum is pseudo-header only.
+        """Queue one validated IPv4 packet; `partial` marks an L4 checksum of the pseudo-header only.
 
         `owner` names where the packet came from (the peer link); see `extend`.
         """
@@ -342,7 +342,7 @@ class Coalescer:
 def _coalescing_key(packet: bytes) -> tuple[bytes | None, int, int]:
     """Return (flow key, sequence number, payload length) of a joinable TCP segment.
 
-    The key holds everything that must match between the segments of one super-packet: the
+    The key contains everything that must match between the segments of one super-packet: the
     IPv4 header without length, ID and checksum, and the TCP header without sequence number,
     PSH and checksum. Returns a None key for a packet that cannot join any other.
     """
