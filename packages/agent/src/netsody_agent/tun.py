@@ -48,7 +48,7 @@ IFF_UP = 0x1
 IFF_RUNNING = 0x40
 
 MAX_PACKET_SIZE = 65535
-VNET_HEADER_SIZE = 10  # struct virtio_net_hdr, the size the kernel uses unless told otherwise
+VNET_HEADER_SIZE = 10  # struct virtio_net_hdr: the kernel default unless TUNSETVNETHDRSZ changes it
 _ZERO_VNET_HEADER = bytes(VNET_HEADER_SIZE)
 
 
@@ -139,7 +139,7 @@ class TunDevice:
             except OSError as error:
                 # EINVAL: a header the kernel does not accept (bad checksum or GSO fields).
                 refused += 1
-                logger.debug("TUN %s refused a frame: %s", self.name, error)
+                logger.debug("TUN %s write failed, frame dropped: %s", self.name, error)
         return refused
 
     def set_address(self, interface: IPv4Interface) -> None:
@@ -256,6 +256,8 @@ def _enable_offload(fd: int, name: str) -> bool:
     try:
         fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
     except OSError as error:
-        logger.warning("TUN device %s without offloads: %s", name, error.strerror)
+        logger.warning(
+            "TUN device %s without offloads: enabling them failed: %s", name, error.strerror
+        )
         return False
     return True
