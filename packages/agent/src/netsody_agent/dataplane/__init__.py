@@ -82,9 +82,9 @@ logger = logging.getLogger(__name__)
 TUN_BATCH = 64
 SOCKET_BATCH = 64
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-# A datagram payload is IPv4 packets back to back; a first byte below 0x40 (no IPv4 or IPv6
-# version nibble) is a flags byte before them. PARTIAL_CHECKSUMS: the TCP and UDP checksums of
-# the packets hold only the pseudo-header sum, as checksum offload leaves them.
+# A datagram payload is IPv4 packets back to back. A first byte below 0x40 (no IPv4 or IPv6
+# version nibble) is a flags byte before them. PARTIAL_CHECKSUMS marks packets whose TCP and UDP
+# checksums contain only the pseudo-header sum, as checksum offload leaves them.
 PAYLOAD_FLAGS_LIMIT = 0x40
 PARTIAL_CHECKSUMS = b"\x01"
 PAYLOAD_FLAGS_SIZE = len(PARTIAL_CHECKSUMS)
@@ -577,7 +577,7 @@ class DataPlane:
     def _on_peer_payload(self, link: PeerLink, payload: bytes) -> None:
         partial = False
         if payload and payload[0] < PAYLOAD_FLAGS_LIMIT:
-            # SECURITY: unknown flags would change how packets are read: refuse them whole.
+            # SECURITY: unknown flags would change how the packets are read, so drop the datagram.
             if payload[:1] != PARTIAL_CHECKSUMS:
                 link.stats.drop(enforce.DROP_MALFORMED)
                 return
