@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from netsody_agent import __version__
 from netsody_agent.controller import ControllerClient
+from netsody_agent.desired import resource_domains
 from netsody_agent.errors import ControllerError, LocalApiError, SettingsError
 from netsody_agent.localapi import Handler
 from netsody_agent.settings import (
@@ -315,10 +317,37 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def _learned_status(daemon: Daemon) -> list[dict[str, Any]]:
+    """Return one entry per address learned for a domain resource, with its remaining TTL."""
+    now = time.monotonic()
+    entries = []
+    for net in daemon.applied:
+        compiled = net.compiled
+        hostnames = {peer.pk: peer.hostname for peer in compiled.peers}
+        for item in compiled.learned.entries():
+            role = "client" if item.dest in compiled.domain_routes else "gateway"
+            entries.append(
+                {
+                    "network": net.name,
+                    "resource": item.dest,
+                    "role": role,
+                    "peer": hostnames.get(item.peer_pk, item.peer_pk[:12]),
+                    "address": str(item.address),
+                    "expires_in": max(0, int(item.expires - now)),
+                }
+            )
+    return entries
+
+
 def _dns_status(daemon: Daemon) -> dict[str, Any]:
     reconciler = daemon.reconciler
     wired = bool(reconciler and reconciler.dns_available)
+    domains = sorted(
+        {domain for net in daemon.applied for domain in resource_domains(net.compiled)}
+    )
     return {
+        "resource_domains": domains,
+        "learned": _learned_status(daemon),
         "resolver": None
         if daemon.resolver is None
         else f"{daemon.resolver.host}:{daemon.resolver.port}",

@@ -2,7 +2,9 @@
 DNS resolver, data plane and the local API.
 
 `start()` sets everything up and restores the cached configuration, so the node comes up even
-when its sources are unreachable. `run()` waits for SIGTERM or SIGINT. `stop()` removes every
+when its sources are unreachable. Names of domain resources go through `netsody_agent.domains`:
+addresses learned there are routed (client) or forwarded (gateway) by the next apply, and the
+expiry loop removes them again. `run()` waits for SIGTERM or SIGINT. `stop()` removes every
 address, route, firewall rule and resolver setting the daemon installed and deletes the TUN
 device.
 """
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,13 @@ from netsody_agent.apihandlers import handlers
 from netsody_agent.controller import ControllerClient, os_name
 from netsody_agent.desired import DEFAULT_MTU, AppliedNetwork, build_desired, unsafe_overlay_reason
 from netsody_agent.dns import DnsResolver, RecordTable
+from netsody_agent.domains import (
+    RESOLV_CONF,
+    DomainForwarder,
+    GatewayListeners,
+    GatewayResolver,
+    read_nameservers,
+)
 from netsody_agent.errors import AgentError, ConfigSourceError, ControllerError
 from netsody_agent.localapi import LocalApiServer
 from netsody_agent.netsync import SourceRunner, SourceState
@@ -49,6 +59,9 @@ DEFAULT_DEVICE = "netsody"
 DEFAULT_DNS_HOST = "127.0.0.153"
 DNS_PORT = 53
 APPLY_STOP_TIMEOUT_SECONDS = 60
+# How long a DNS answer for a domain resource waits for its routes or rules to be installed.
+LEARN_APPLY_TIMEOUT_SECONDS = 10
+EXPIRE_INTERVAL_SECONDS = 5
 LOCK_FILE = "daemon.lock"
 
 
@@ -64,6 +77,7 @@ class DaemonOptions:
     listen_port: int = 0
     peer_endpoints: tuple[tuple[str, str, int], ...] = ()
     super_peer_ca: str | None = None
+    resolv_conf: Path = RESOLV_CONF
 
 
 def load_or_create_identity(state_dir: Path) -> Identity:
@@ -101,6 +115,14 @@ class Daemon:
         self.records = RecordTable()
         self.resolver: DnsResolver | None = None
         self.resolver_error: str | None = None
+        # The compiled networks that domain names resolve against, switched with each apply
+        # before anything is awaited, so a name is never learned into a replaced network.
+        self.domain_networks: list[Any] = []
+        self.forwarder = DomainForwarder(lambda: self.domain_networks, self._learned_changed)
+        self.gateway_listeners = GatewayListeners(self._gateway_resolver, device=None)
+        self._compiled_by_id: dict[str, Any] = {}
+        self._dataplane_networks: list[Any] | None = None
+        self._expire_task: asyncio.Task[None] | None = None
         self.sources: dict[str, SourceState] = {}
         self.runner = SourceRunner(SnapshotCache(self.state_dir), self.validate, self.request_apply)
         self.api: LocalApiServer | None = None
@@ -139,6 +161,7 @@ class Daemon:
         await self._start_resolver()
         await self._start_dataplane()
         self._apply_task = asyncio.create_task(self._apply_loop(), name="apply")
+        self._expire_task = asyncio.create_task(self._expire_loop(), name="expire-learned")
         for state in self._wanted_sources().values():
             self._add_source(state)
         self.request_apply()
@@ -170,6 +193,10 @@ class Daemon:
             await self.runner.stop(state)
         self.sources.clear()
         await self._stop_apply_loop()
+        if self._expire_task is not None:
+            self._expire_task.cancel()
+            await asyncio.gather(self._expire_task, return_exceptions=True)
+        self.gateway_listeners.stop()
 
         if self._report_task is not None:
             self._report_task.cancel()
@@ -224,12 +251,15 @@ class Daemon:
             self.tun.set_up(True)
         except TunError as exc:
             raise AgentError(str(exc)) from exc
+        self.gateway_listeners.device = self.tun.name
         layer = linux_os_layer(self.tun.name, self.state_dir)
         assert isinstance(layer.links, LinuxLinks)
         self.reconciler = Reconciler(layer)
 
     async def _start_resolver(self) -> None:
-        resolver = DnsResolver(self.options.dns_host, self.options.dns_port, self.records)
+        resolver = DnsResolver(
+            self.options.dns_host, self.options.dns_port, self.records, self.forwarder
+        )
         try:
             await resolver.start()
         except OSError as exc:
@@ -391,30 +421,83 @@ class Daemon:
     async def _apply(self) -> None:
         assert self.reconciler is not None
         networks = self._enabled_networks()
+        compiled = [net.compiled for net in networks]
+        self._adopt_learned(networks)
         dns_server = self.options.dns_host if self.resolver is not None else None
         desired, records = build_desired(networks, mtu=self.options.mtu, dns_server=dns_server)
         errors = await asyncio.to_thread(self.reconciler.apply, desired)
         self.records.replace(records)
-        if self.dataplane is not None:
+        errors += await self.gateway_listeners.sync(
+            {network.ip for network in compiled if network.domain_gateway_duties}
+        )
+        # NOTE: a new data plane configuration starts with empty flow tables, so it is only
+        # applied when the networks changed, not when only learned addresses did. The data
+        # plane reads learned addresses from the compiled networks directly.
+        changed = not _same_objects(compiled, self._dataplane_networks)
+        if self.dataplane is not None and changed:
             try:
-                await self.dataplane.apply([net.compiled for net in networks])
+                await self.dataplane.apply(compiled)
+                self._dataplane_networks = compiled
             except Exception as exc:
                 logger.exception("data plane apply failed")
                 errors.append(f"data plane: {exc}")
+        report = changed or errors != self.apply_errors
         self.applied = networks
         self.apply_errors = errors
         controller = self.sources.get(CONTROLLER_SOURCE_ID)
         self.applied_revision = (
             controller.snapshot.revision if controller and controller.snapshot else None
         )
-        logger.info(
+        logger.log(
+            logging.INFO if report else logging.DEBUG,
             "applied configuration: %d network(s), controller revision %s, %d error(s)",
             len(networks),
             self.applied_revision,
             len(errors),
         )
-        if controller is not None:
+        if controller is not None and report:
             self._report_status()
+
+    # Domain resources
+
+    def _adopt_learned(self, networks: list[AppliedNetwork]) -> None:
+        """Carry learned addresses over to new compiled forms of the same networks."""
+        for net in networks:
+            old = self._compiled_by_id.get(net.network_id)
+            if old is not None and old is not net.compiled and old.network == net.compiled.network:
+                net.compiled.adopt_learned(old)
+        self._compiled_by_id = {net.network_id: net.compiled for net in networks}
+        self.domain_networks = [net.compiled for net in networks]
+
+    async def _learned_changed(self) -> None:
+        """Install the routes or rules of newly learned addresses before a DNS answer goes out."""
+        self.request_apply()
+        try:
+            await asyncio.wait_for(self.wait_applied(), LEARN_APPLY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.warning(
+                "routes for learned addresses were not installed within %d s",
+                LEARN_APPLY_TIMEOUT_SECONDS,
+            )
+
+    def _gateway_resolver(self, address: Any) -> GatewayResolver:
+        def network() -> Any:
+            return next((n for n in self.domain_networks if n.ip == address), None)
+
+        resolv_conf = self.options.resolv_conf
+        return GatewayResolver(
+            network, self._learned_changed, nameservers=lambda: read_nameservers(resolv_conf)
+        )
+
+    async def _expire_loop(self) -> None:
+        """Forget learned addresses whose TTL ran out, and remove their routes and rules."""
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL_SECONDS)
+            now = time.monotonic()
+            expired = [network.learned.expire(now) for network in self.domain_networks]
+            if any(expired):
+                logger.debug("learned addresses expired; reconciling")
+                self.request_apply()
 
     def _report_status(self) -> None:
         if self._report_task is not None and not self._report_task.done():
@@ -459,6 +542,13 @@ class Daemon:
         except Exception:
             logger.exception("reading the data plane status failed")
             return {}
+
+
+def _same_objects(current: list[Any], previous: list[Any] | None) -> bool:
+    """Return whether two lists hold the very same objects in the same order."""
+    if previous is None or len(current) != len(previous):
+        return False
+    return all(a is b for a, b in zip(current, previous, strict=True))
 
 
 def _manual_source(source_id: str, url: str) -> Source:

@@ -49,6 +49,32 @@ def _network_lines(networks: list[dict[str, Any]]) -> list[str]:
     return lines or ["  none"]
 
 
+def _domain_lines(dns: dict[str, Any]) -> list[str]:
+    """Format the domain resources: routing domains, then each learned address."""
+    domains = dns.get("resource_domains") or []
+    learned = dns.get("learned") or []
+    if not domains and not learned:
+        return []
+    lines = []
+    if domains:
+        lines.append(f"resource domains: {', '.join(domains)}")
+        if dns.get("system_resolver") != "wired":
+            lines.append(
+                "  not routed to the agent's resolver: send these domains to "
+                f"{dns.get('resolver') or 'the agent resolver'} yourself"
+            )
+    lines.append("learned domain addresses:")
+    for entry in learned:
+        direction = "via gateway" if entry.get("role") == "client" else "for client"
+        lines.append(
+            f"  {entry.get('resource')} {direction} {entry.get('peer')}: {entry.get('address')} "
+            f"(expires in {entry.get('expires_in')} s)"
+        )
+    if not learned:
+        lines.append("  none")
+    return lines
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Return the status as lines of text for `netsody status`."""
     logged_in = " (logged in)" if status.get("logged_in") else ""
@@ -74,6 +100,7 @@ def render_status(status: dict[str, Any]) -> str:
         f"dns:         resolver {dns.get('resolver') or 'not running'}, system resolver "
         f"{dns.get('system_resolver')} ({dns.get('detail')})"
     )
+    lines += _domain_lines(dns)
     for error in [*status.get("errors", []), status.get("dataplane_error")]:
         if error:
             lines.append(f"error: {error}")
