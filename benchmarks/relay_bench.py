@@ -5,9 +5,12 @@ Run: `hatch run python benchmarks/relay_bench.py [--runs 5 --seconds 3]`.
 Everything runs on 127.0.0.1. One `netsody-sp` process relays between two agents: agent A sends
 1,200-byte UDP payloads into its bound tunnel addressed to B's relay port; the super peer sends
 them from A's port to B's port and passes them into B's tunnel. Both agents are test clients in
-this process (aioquic for HTTP/3, h2 for HTTP/2), so the figures include the cost of the Python
-clients on the same 2 cores as the server. The baseline is a plain asyncio UDP forwarder in its
-own process, offered the same payloads from the same sender loop.
+this process, so the figures include the cost of the Python clients on the same 2 cores as the
+server. Over HTTP/3 they are the agent's own `SuperPeerSession` (which seals and opens relayed
+datagrams around aioquic, as netsody-sp does), and in a second row plain aioquic test clients
+that send every datagram through aioquic's send loop; over HTTP/2 they are h2 test clients.
+The baseline is a plain asyncio UDP forwarder in its own process, offered the same payloads
+from the same sender loop.
 
 Each figure is the median over `--runs` runs of `--seconds` seconds: received payload Mbit/s
 and packets/s. coturn is measured when `turnserver` and `turnutils_uclient` are installed
@@ -86,7 +89,7 @@ class Count:
         self.count += 1
 
 
-def start_superpeer(kit: Any, workdir: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+def start_superpeer(kit: Any, workdir: Path, *extra: str) -> tuple[subprocess.Popen, int, Path]:
     cert, key, _ = kit.write_certificate(workdir)
     port = kit.free_port()
     proxy = kit.free_port_range(16)
@@ -118,7 +121,7 @@ def start_superpeer(kit: Any, workdir: Path, *extra: str) -> tuple[subprocess.Po
     log = (workdir / "netsody-sp.log").open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     kit.wait_listening(port, process, workdir / "netsody-sp.log")
-    return process, port
+    return process, port, cert
 
 
 async def relayed_pair(kit: Any, transport: str, port: int, identities: list) -> tuple:
@@ -182,6 +185,32 @@ async def relay_run(
     for client in (client_a, client_b):
         await client.close()
     return received * len(PAYLOAD) * 8 / elapsed / 1e6, received / elapsed
+
+
+async def agent_run(
+    kit: Any, port: int, cert: Path, identities: list, seconds: float
+) -> tuple[float, float]:
+    """Relay from agent A to agent B over HTTP/3 with the agent's own sessions."""
+    a, b = (kit.AgentRelay(identity, port, cert) for identity in identities)
+    try:
+        address_a, address_b = await a.wait_bound(), await b.wait_bound()
+        b.send(b"open", address_a)  # lets A's port pass datagrams from B's port
+        await asyncio.sleep(0.2)
+        counter = Count()
+        b.received = counter
+        session = a.session
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(BATCH):
+                session.send_relayed(PAYLOAD, address_b)
+            a.flush()
+            await asyncio.sleep(0)
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(0.3)
+    finally:
+        a.close()
+        b.close()
+    return counter.count * len(PAYLOAD) * 8 / elapsed / 1e6, counter.count / elapsed
 
 
 async def forwarder_run(kit: Any, seconds: float) -> tuple[float, float]:
@@ -306,11 +335,19 @@ def coturn_run(kit: Any, messages: int) -> tuple[float, float] | None:
 async def measure(args: argparse.Namespace) -> None:
     kit = load_clients()
     identities = [Identity.generate(8, progress=False) for _ in range(2)]
-    results: dict[str, list[tuple[float, float]]] = {"h3": [], "h2": [], "forwarder": []}
+    results: dict[str, list[tuple[float, float]]] = {
+        "agent-h3": [],
+        "h3": [],
+        "h2": [],
+        "forwarder": [],
+    }
     with tempfile.TemporaryDirectory() as workdir:
-        process, port = start_superpeer(kit, Path(workdir))
+        process, port, cert = start_superpeer(kit, Path(workdir))
         try:
             for _ in range(args.runs):
+                results["agent-h3"].append(
+                    await agent_run(kit, port, cert, identities, args.seconds)
+                )
                 for transport in ("h3", "h2"):
                     results[transport].append(
                         await relay_run(kit, transport, port, identities, args.seconds)
@@ -331,8 +368,9 @@ async def measure(args: argparse.Namespace) -> None:
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
     base = statistics.median(r[0] for r in results["forwarder"])
     names = {
-        "h3": "netsody-sp HTTP/3 relay",
-        "h2": "netsody-sp HTTP/2 relay",
+        "agent-h3": "HTTP/3, agent sessions",
+        "h3": "HTTP/3, aioquic clients",
+        "h2": "HTTP/2, h2 clients",
         "forwarder": "asyncio UDP forwarder",
         "coturn": "coturn (turnutils_uclient)",
     }
@@ -351,9 +389,9 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
         mbps = statistics.median(r[0] for r in results[key])
         pps = statistics.median(r[1] for r in results[key])
         print(f"{name:<26} {mbps:>9.1f} {pps:>11.0f} {mbps / base:>12.2f}x")
-    h3 = statistics.median(r[0] for r in results["h3"])
+    h3 = statistics.median(r[0] for r in results["agent-h3"])
     h2 = statistics.median(r[0] for r in results["h2"])
-    print(f"HTTP/2 relay / HTTP/3 relay: {h2 / h3:.2f}")
+    print(f"HTTP/2 relay / HTTP/3 relay (agent sessions): {h2 / h3:.2f}")
 
 
 async def keep_alive(channels: list) -> None:
@@ -369,7 +407,7 @@ async def idle_sessions(count: int, transport: str) -> None:
     kit = load_clients()
     metrics_port = kit.free_port()
     with tempfile.TemporaryDirectory() as workdir:
-        process, port = start_superpeer(
+        process, port, _cert = start_superpeer(
             kit,
             Path(workdir),
             "--max-sessions-per-address",

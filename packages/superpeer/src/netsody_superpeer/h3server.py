@@ -66,6 +66,8 @@ _PACKET_OVERHEAD = 48
 _POST_HANDSHAKE_CRYPTO_BUFFER = 1024
 # Datagrams queued in aioquic beyond this are dropped: the queue has no bound of its own.
 _MAX_QUEUED_DATAGRAMS = 1024
+# Datagrams read from the QUIC socket per readiness callback.
+_READ_BATCH = 64
 
 
 def quic_configuration() -> QuicConfiguration:
@@ -359,6 +361,37 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self.transmit()
 
 
+class H3Server(QuicServer):
+    """aioquic's server, reading its socket in batches and routing short-header packets of
+    known connections by their connection ID without parsing the header first."""
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if data and type(data) is bytes and data[0] & 0x80 == 0:
+            protocol = self._protocols.get(data[1 : 1 + self._cid_length])
+            if protocol is not None:
+                protocol.datagram_received(data, addr)
+                return
+        super().datagram_received(data, addr)
+
+    @property
+    def _cid_length(self) -> int:
+        return int(self._configuration.connection_id_length)
+
+    def read_ready(self, sock: socket.socket) -> None:
+        """Read up to `_READ_BATCH` datagrams; asyncio's transport reads one per loop turn."""
+        receive = sock.recvfrom
+        handle = self.datagram_received
+        for _ in range(_READ_BATCH):
+            try:
+                data, addr = receive(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.debug("QUIC socket receive failed: %s", exc)
+                return
+            handle(data, addr)
+
+
 async def start_h3(
     host: str, port: int, configuration: QuicConfiguration, *, hub: Hub, router: RequestRouter
 ) -> tuple[asyncio.DatagramTransport, QuicServer]:
@@ -375,6 +408,13 @@ async def start_h3(
         H3ServerProtocol, hub=hub, router=router, handshake_timeout=hub.settings.handshake_timeout
     )
     transport, server = await loop.create_datagram_endpoint(
-        lambda: QuicServer(configuration=configuration, create_protocol=create), sock=sock
+        lambda: H3Server(configuration=configuration, create_protocol=create), sock=sock
     )
+    # NOTE: the transport keeps sending (and buffering when the socket is full); only its
+    # one-datagram-per-turn reader is replaced, through the selector loop's private methods
+    # (the public ones refuse a socket that a transport owns). Closing the transport removes
+    # this reader. Another loop implementation keeps asyncio's reader.
+    if hasattr(loop, "_remove_reader") and hasattr(loop, "_add_reader"):
+        loop._remove_reader(sock.fileno())
+        loop._add_reader(sock.fileno(), server.read_ready, sock)
     return transport, server
