@@ -312,7 +312,8 @@ class DataPlane:
     def status(self) -> dict[str, Any]:
         """Return the data plane's state.
 
-        `{"listen_port": int, "drops": {reason: count}, "peers": [{"pk", "hostname", "ip",
+        `{"listen_port": int, "tun_offload": bool (segmentation offload on the TUN device),
+        "drops": {reason: count}, "peers": [{"pk", "hostname", "ip",
         "path" ("direct", "relay-h3", "relay-h2" or "none"), "state", "last_handshake" (Unix
         time or None), "bytes_in", "bytes_out", "packets_in", "packets_out",
         "drops": {reason: count}}], "super_peers": [{"url", "transport" ("h3" or "h2"),
@@ -343,6 +344,7 @@ class DataPlane:
         super_peers = self._relays.status()
         return {
             "listen_port": self.listen_port,
+            "tun_offload": self.tun.vnet_header,
             "drops": dict(self.drops),
             "peers": peers,
             "super_peers": super_peers,
