@@ -58,9 +58,12 @@ def seal_datagram(connection: QuicConnection, payload: bytes) -> bytes:
     first = _SHORT_HEADER_BITS | (context.key_phase << 2)
     cid = connection._peer_cid.cid
     high, low = (number >> 8) & 0xFF, number & 0xFF
+    # An empty DATAGRAM frame leaves too little ciphertext for the header protection sample:
+    # a PADDING frame in front fills it (such a packet then takes aioquic's receive path).
+    frames = _DATAGRAM_NO_LENGTH + payload if payload else b"\x00" + _DATAGRAM_NO_LENGTH
     sealed: bytes = aead._aead.encrypt(
         (aead._iv ^ number).to_bytes(12, "big"),
-        _DATAGRAM_NO_LENGTH + payload,
+        frames,
         bytes((first,)) + cid + bytes((high, low)),
     )
     # Header protection (RFC 9001 section 5.4): the sample starts 4 bytes after the packet

@@ -317,6 +317,7 @@ class SuperPeerSession:
             if addresses is None:
                 return
             self.relay_addresses = addresses
+            self._update_fast_path()
             logger.info("super peer %s relay tunnel bound to %s", self.url, self.relay_addresses)
 
     def _on_signaling_data(self, data: bytes) -> None:
