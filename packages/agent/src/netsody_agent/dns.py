@@ -257,8 +257,10 @@ def _read_compressed_name(data: bytes, offset: int) -> tuple[str, int]:
         if length == 0:
             break
         total += length + 1
-        if total > _MAX_NAME_LENGTH or offset + length > len(data):
-            raise DnsFormatError("name is longer than 255 bytes or runs past the message")
+        if total > _MAX_NAME_LENGTH:
+            raise DnsFormatError("name is longer than 255 bytes")
+        if offset + length > len(data):
+            raise DnsFormatError("label runs past the end of the message")
         labels.append(data[offset : offset + length].decode("ascii", "replace").lower())
         offset += length
     return ".".join(labels), end if end is not None else offset
