@@ -234,7 +234,7 @@ class GatewayResolver:
         self._refusals = RepeatLimiter(logger)
 
     def takes(self, name: str) -> bool:
-        """Return True: every name is answered here, foreign ones with REFUSED."""
+        """Return True, because this resolver answers every name, foreign ones with REFUSED."""
         return True
 
     async def answer(self, query: Query, client: tuple[str, int]) -> bytes:
