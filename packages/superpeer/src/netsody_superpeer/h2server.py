@@ -61,6 +61,8 @@ class H2ServerProtocol(asyncio.Protocol):
         self._capsules: dict[int, CapsuleReader] = {}
         self._request_count = 0
         self._flush_scheduled = False
+        self._datagrams: dict[int, list[bytes]] = {}  # capsules not yet in DATA frames
+        self._datagram_bytes: dict[int, int] = {}
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -149,10 +151,16 @@ class H2ServerProtocol(asyncio.Protocol):
             transport is None
             or transport.get_write_buffer_size() > _MAX_WRITE_BUFFER
             or len(capsule) > conn.max_outbound_frame_size
-            or conn.local_flow_control_window(stream_id) < len(capsule)
         ):
             return False
-        conn.send_data(stream_id, capsule)
+        pending = self._datagrams.setdefault(stream_id, [])
+        size = self._datagram_bytes.get(stream_id, 0) + len(capsule)
+        if conn.local_flow_control_window(stream_id) < size:
+            return False
+        # Capsules of one event loop turn leave in as few DATA frames as fit: a frame per
+        # capsule costs more than the capsule itself.
+        pending.append(capsule)
+        self._datagram_bytes[stream_id] = size
         self._schedule_flush()
         return True
 
@@ -215,6 +223,8 @@ class H2ServerProtocol(asyncio.Protocol):
 
     def _forget_stream(self, stream_id: int) -> SignalSession | Tunnel | None:
         self._capsules.pop(stream_id, None)
+        self._datagrams.pop(stream_id, None)
+        self._datagram_bytes.pop(stream_id, None)
         return self._streams.pop(stream_id, None)
 
     # Output ---------------------------------------------------------------------------------
@@ -231,6 +241,18 @@ class H2ServerProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def _send_datagrams(self) -> None:
+        pending, self._datagrams = self._datagrams, {}
+        self._datagram_bytes.clear()
+        step = self._conn.max_outbound_frame_size
+        for stream_id, capsules in pending.items():
+            data = b"".join(capsules)
+            try:
+                for offset in range(0, len(data), step):
+                    self._conn.send_data(stream_id, data[offset : offset + step])
+            except h2.exceptions.H2Error as exc:
+                logger.debug("datagrams on stream %d not sent: %s", stream_id, exc)
+
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -238,6 +260,8 @@ class H2ServerProtocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._datagrams:
+            self._send_datagrams()
         data = self._conn.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)

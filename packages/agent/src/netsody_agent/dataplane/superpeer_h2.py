@@ -6,8 +6,11 @@ tunnel. The tunnel's HTTP datagrams travel as DATAGRAM capsules (RFC 9297 sectio
 frames. The
 super peer observes no reflexive UDP address over TCP, so this session only ever relays.
 
-Unlike the HTTP/3 session it does its own I/O: an asyncio task reads the TLS stream, and
-`send_relayed` writes at once.
+Unlike the HTTP/3 session it does its own I/O: an asyncio task reads the TLS stream.
+`send_relayed` collects DATAGRAM capsules, and `datagrams` (called when the data plane flushes
+its super peer sessions after a batch of packets) or at the latest the next event loop turn
+writes them in few DATA frames with one TLS write: per capsule frames and writes cost more
+than the encryption.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class H2SuperPeerSession:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self._writer: asyncio.StreamWriter | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._signal_stream: int | None = None
         self._relay_stream: int | None = None
         self._capsules = wire.CapsuleReader()
@@ -209,7 +214,7 @@ class H2SuperPeerSession:
             self._flush()
 
     def send_relayed(self, payload: bytes, target: tuple[str, int]) -> bool:
-        """Send a UDP payload to `target` from the relay port; False when it cannot go now."""
+        """Queue a UDP payload to `target` from the relay port; False when it cannot go now."""
         stream = self._relay_stream
         if stream is None or not self.relay_addresses or self.closed:
             return False
@@ -218,14 +223,35 @@ class H2SuperPeerSession:
         )
         # A DATAGRAM capsule is unreliable by contract, so one that exceeds the flow control
         # window is dropped rather than queued.
-        if self._conn.local_flow_control_window(stream) < len(capsule):
+        size = self._pending_size + len(capsule)
+        if self._conn.local_flow_control_window(stream) < size:
             return False
-        self._conn.send_data(stream, capsule)
-        self._flush()
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._send_pending)
+        self._pending.append(capsule)
+        self._pending_size = size
         return True
 
     def datagrams(self, now: float) -> list[bytes]:
+        """Write the queued capsules; the session writes its own stream, so nothing to return."""
+        self._send_pending()
         return []
+
+    def _send_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._pending_size = 0
+        stream = self._relay_stream
+        if not pending or stream is None or self.closed:
+            return
+        data = b"".join(pending)
+        step = self._conn.max_outbound_frame_size
+        try:
+            for offset in range(0, len(data), step):
+                self._conn.send_data(stream, data[offset : offset + step])
+        except h2.exceptions.ProtocolError as error:
+            logger.debug("super peer %s: relay stream closed: %s", self.url, error)
+            return
+        self._flush()
 
     def timer(self) -> float | None:
         return None
