@@ -35,7 +35,7 @@ while True:
 """
 ECHO_CLIENT = f"""
 import os, socket, sys
-payload = os.urandom(4_000_000)
+payload = os.urandom(int(sys.argv[1]))
 with socket.create_connection(("{OVERLAY["b"]}", {ECHO_PORT}), timeout=5) as connection:
     connection.sendall(payload)
     connection.shutdown(socket.SHUT_WR)
@@ -60,8 +60,9 @@ def ping(pair, side: str, address: str, count: int = 3) -> subprocess.CompletedP
     return pair.exec(side, "ping", "-c", str(count), "-i", "0.2", "-W", "2", address, check=False)
 
 
-def echo_roundtrip(pair) -> subprocess.CompletedProcess:
-    return pair.exec("a", sys.executable, "-c", ECHO_CLIENT, check=False, timeout=30)
+def echo_roundtrip(pair, size: int = 200_000) -> subprocess.CompletedProcess:
+    """Send `size` random bytes from a to b's echo server; exit code 0 when all came back."""
+    return pair.exec("a", sys.executable, "-c", ECHO_CLIENT, str(size), check=False, timeout=30)
 
 
 def test_ping_over_overlay(pair):
@@ -81,7 +82,7 @@ def test_tcp_echo_over_overlay(pair, echo_server):
     pair.start("b")
     pair.wait_connected("a", "b")
 
-    result = echo_roundtrip(pair)
+    result = echo_roundtrip(pair, 4_000_000)
 
     # 4 MB both ways, compared byte for byte: TCP segmentation offload on the sender and
     # coalescing on the receiver cut and join thousands of segments on the way.

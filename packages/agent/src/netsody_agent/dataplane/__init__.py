@@ -37,9 +37,7 @@ ingress rules (`enforce.Enforcer`). A packet larger than the path carries gets a
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import socket
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -72,6 +70,7 @@ from netsody_agent.dataplane.paths import (
     SuperPeers,
 )
 from netsody_agent.dataplane.superpeer import SuperPeerSession
+from netsody_agent.dataplane.udp import UdpSocket
 from netsody_common import wire
 from netsody_common.identity import Identity, pow_difficulty_from_env
 
@@ -81,21 +80,12 @@ logger = logging.getLogger(__name__)
 
 TUN_BATCH = 64
 SOCKET_BATCH = 64
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 # A datagram payload is IPv4 packets back to back. A first byte below 0x40 (no IPv4 or IPv6
 # version nibble) is a flags byte before them. PARTIAL_CHECKSUMS marks packets whose TCP and UDP
 # checksums contain only the pseudo-header sum, as checksum offload leaves them.
 PAYLOAD_FLAGS_LIMIT = 0x40
 PARTIAL_CHECKSUMS = b"\x01"
 PAYLOAD_FLAGS_SIZE = len(PARTIAL_CHECKSUMS)
-# Linux UDP segmentation offload (linux/udp.h): one sendmsg carries many equal-sized datagrams.
-UDP_SEGMENT = 103
-# UDP receive offload: one recvmsg returns consecutive datagrams of one sender, joined, with
-# their size in a control message.
-UDP_GRO = 104
-_GRO_CONTROL_SIZE = socket.CMSG_SPACE(4)
-UDP_MAX_SEGMENTS = 64
-UDP_MAX_GSO_BYTES = 65000
 MAX_PENDING_HANDSHAKES = 64
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 DIAL_RETRY_SECONDS = 1.0
@@ -110,16 +100,6 @@ STALE_SECONDS = 2.5 * KEEPALIVE_INTERVAL
 # connection replaces it.
 LIVENESS_PROBE_SECONDS = 1.0
 DROP_TUN_REFUSED = "tun-refused"
-
-
-def _split_gro(data: bytes, control: list[tuple[int, int, bytes]]) -> list[bytes]:
-    """Split what one recvmsg returned into the datagrams that UDP receive offload joined."""
-    for level, kind, value in control:
-        if level == socket.SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            size = int.from_bytes(value[:4], "little")
-            if 0 < size < len(data):
-                return [data[start : start + size] for start in range(0, len(data), size)]
-    return [data]
 
 
 class DataPlaneError(OSError):
@@ -165,7 +145,7 @@ class DataPlane:
         self._endpoints: dict[str, list[tuple[str, int]]] = {}
         self._dial_state: dict[str, tuple[float, float]] = {}
         self._peer_since: dict[str, float] = {}
-        self._sock: socket.socket | None = None
+        self._sock: UdpSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._errors = RepeatLimiter(logger)
@@ -178,32 +158,22 @@ class DataPlane:
         # Packets for the TUN device, written at the end of each receive batch.
         self._coalescer = offload.Coalescer()
         self._tun_pending: list[tuple[bytes, bool]] = []
-        self._udp_gso = True
 
     # Lifecycle
 
     async def start(self) -> None:
         """Bind the UDP socket and start reading it and the TUN device."""
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-            sock.bind((self.listen_host, self.listen_port))
+            sock = UdpSocket(self.listen_host, self.listen_port)
         except OSError as error:
-            sock.close()
             raise DataPlaneError(
                 error.errno,
                 f"binding UDP {self.listen_host}:{self.listen_port} failed: {error.strerror}"
                 " (choose another --listen-port or stop the process using it)",
             ) from error
-        sock.setblocking(False)
-        try:
-            sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
-        except OSError as error:
-            logger.info("UDP receive offload unavailable: %s", error.strerror)
         self._sock = sock
-        self.listen_port = sock.getsockname()[1]
+        self.listen_port = sock.port
         self._loop.add_reader(sock.fileno(), self._on_socket_readable)
         self._loop.add_reader(self.tun.fileno(), self._on_tun_readable)
         self._housekeeping = asyncio.create_task(self._run_housekeeping())
@@ -342,10 +312,13 @@ class DataPlane:
                 }
             )
         super_peers = self._relays.status()
+        drops = dict(self.drops)
+        if self._sock is not None and self._sock.truncated:
+            drops["truncated"] = self._sock.truncated
         return {
             "listen_port": self.listen_port,
             "tun_offload": self.tun.vnet_header,
-            "drops": dict(self.drops),
+            "drops": drops,
             "peers": peers,
             "super_peers": super_peers,
         }
@@ -471,68 +444,22 @@ class DataPlane:
         if payload:
             datagrams.append(seal(payload))
         remote = link.remote
-        if type(remote) is tuple and len(datagrams) > 1 and self._udp_gso:
-            self._send_segmented(datagrams, remote, link)
+        if type(remote) is tuple and len(datagrams) > 1:
+            self._send_udp_many(datagrams, remote, link)
         else:
             for data in datagrams:
                 self._send_to(remote, data, link)
 
-    def _send_segmented(self, datagrams: list[bytes], address: Any, link: PeerLink) -> None:
-        """Send datagrams with as few system calls as UDP segmentation offload allows.
-
-        Consecutive datagrams of one size (the last of a run may be shorter) go out in one
-        sendmsg with UDP_SEGMENT; a kernel without it gets them one by one from then on.
-        """
-        start = 0
-        total = len(datagrams)
-        while start < total:
-            size = len(datagrams[start])
-            end = start + 1
-            length = size
-            while (
-                end < total
-                and end - start < UDP_MAX_SEGMENTS
-                and len(datagrams[end]) <= size
-                and length + len(datagrams[end]) <= UDP_MAX_GSO_BYTES
-            ):
-                length += len(datagrams[end])
-                end += 1
-                if len(datagrams[end - 1]) < size:
-                    break
-            if end - start == 1:
-                self._send_udp(datagrams[start], address, link)
-            elif not self._send_gso(datagrams[start:end], size, address, link):
-                for data in datagrams[start:end]:
-                    self._send_udp(data, address, link)
-            start = end
-
-    def _send_gso(self, run: list[bytes], size: int, address: Any, link: PeerLink) -> bool:
-        """Send one run of datagrams in one sendmsg; False when the kernel lacks UDP_SEGMENT."""
+    def _send_udp_many(self, datagrams: list[bytes], address: Any, link: PeerLink) -> None:
         if self._sock is None:
-            return True
+            return
         try:
-            self._sock.sendmsg(
-                [b"".join(run)],
-                [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))],
-                0,
-                address,
-            )
-        except BlockingIOError:
-            link.stats.drop(enforce.DROP_QUEUE_FULL, len(run))
+            dropped = self._sock.send_many(datagrams, address)
         except OSError as error:
-            if error.errno in (errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EIO):
-                logger.info("UDP segmentation offload unavailable (%s), sending one by one", error)
-                self._udp_gso = False
-                return False
-            self._errors.log(
-                logging.WARNING,
-                f"send:{address}",
-                "sending to %s at %s failed: %s",
-                link.peer_pk,
-                address,
-                error,
-            )
-        return True
+            self._log_send_error(error, address, link)
+            return
+        if dropped:
+            link.stats.drop(enforce.DROP_QUEUE_FULL, dropped)
 
     def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:
         """Send one UDP payload to a peer address or through a relay route."""
@@ -560,19 +487,22 @@ class DataPlane:
         if self._sock is None:
             return
         try:
-            self._sock.sendto(data, address)
-        except BlockingIOError:
-            if link is not None:
-                link.stats.drop(enforce.DROP_QUEUE_FULL)
+            sent = self._sock.send(data, address)
         except OSError as error:
-            self._errors.log(
-                logging.WARNING,
-                f"send:{address}",
-                "sending to %s at %s failed: %s",
-                link.peer_pk if link is not None else "super peer",
-                address,
-                error,
-            )
+            self._log_send_error(error, address, link)
+            return
+        if not sent and link is not None:
+            link.stats.drop(enforce.DROP_QUEUE_FULL)
+
+    def _log_send_error(self, error: OSError, address: Any, link: PeerLink | None) -> None:
+        self._errors.log(
+            logging.WARNING,
+            f"send:{address}",
+            "sending to %s at %s failed: %s",
+            link.peer_pk if link is not None else "super peer",
+            address,
+            error,
+        )
 
     # Peer side
 
@@ -651,26 +581,18 @@ class DataPlane:
         now = self._now()
         self.enforcer.now = now
         touched: set[PeerLink] = set()
-        for _ in range(SOCKET_BATCH):
-            try:
-                data, control, flags, addr = sock.recvmsg(65535, _GRO_CONTROL_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                # ICMP port unreachable from a peer that went away surfaces here.
-                self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
-                break
-            if flags & socket.MSG_TRUNC:
-                self._drop("truncated")
+        received, error = sock.receive(SOCKET_BATCH)
+        if error is not None:
+            self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
+        session_for = self._relays.session_for
+        for datagram, addr in received:
+            session = session_for(addr)
+            if session is not None:
+                self._relays.receive(session, datagram, now)
                 continue
-            session = self._relays.session_for(addr)
-            for datagram in _split_gro(data, control):
-                if session is not None:
-                    self._relays.receive(session, datagram, now)
-                    continue
-                link = self._demultiplex(datagram, addr, now)
-                if link is not None:
-                    touched.add(link)
+            link = self._demultiplex(datagram, addr, now)
+            if link is not None:
+                touched.add(link)
         self._flush_tun()
         for link in touched:
             self._service(link, now)

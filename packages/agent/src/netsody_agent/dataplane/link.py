@@ -44,9 +44,9 @@ QUIC_UDP_PAYLOAD = 1280
 # 1420-byte default MTU leaves).
 DIRECT_UDP_PAYLOAD = 1452
 # Largest UDP payload a relay path carries: a full 1,280-byte overlay packet (the default TUN
-# MTU) plus the datagram's flags byte plus FAST_PATH_OVERHEAD. The super peer seals relayed datagrams into QUIC packets of at
-# most 1,350 bytes, which adds 28 bytes of packet overhead and 9 of HTTP datagram prefix (quarter
-# stream ID and IPv4 address), so it carries up to 1,313 bytes.
+# MTU) plus the datagram's flags byte plus FAST_PATH_OVERHEAD. The super peer seals relayed
+# datagrams into QUIC packets of at most 1,350 bytes, which adds 28 bytes of packet overhead and
+# 9 of HTTP datagram prefix (quarter stream ID and IPv4 address), so it carries up to 1,313 bytes.
 RELAY_UDP_PAYLOAD = 1309
 # Bytes a fast-path packet adds to its IP packets: 1-byte flags, 8-byte connection ID, 2-byte
 # packet number, 1-byte DATAGRAM frame type and the 16-byte AEAD tag.

@@ -270,7 +270,7 @@ class Coalescer:
         return True
 
     def add(self, packet: bytes, partial: bool, owner: object = None) -> None:
-        """Queue one validated IPv4 packet; `partial` marks an L4 checksum of the pseudo-header only.
+        """Queue one validated IPv4 packet; `partial` marks a pseudo-header-only L4 checksum.
 
         `owner` names where the packet came from (the peer link); see `extend`.
         """
