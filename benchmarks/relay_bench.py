@@ -6,9 +6,10 @@ Everything runs on 127.0.0.1. One `netsody-sp` process relays between two agents
 1,200-byte UDP payloads into its bound tunnel addressed to B's relay port; the super peer sends
 them from A's port to B's port and passes them into B's tunnel. Both agents are test clients in
 this process, so the figures include the cost of the Python clients on the same 2 cores as the
-server. Over HTTP/3 they are the agent's own `SuperPeerSession` (which seals and opens relayed
-datagrams around aioquic, as netsody-sp does), and in a second row plain aioquic test clients
-that send every datagram through aioquic's send loop; over HTTP/2 they are h2 test clients.
+server. Over HTTP/3 they are the agent's own `SuperPeerSession`, which seals and opens relayed
+datagrams around aioquic as netsody-sp does. A second HTTP/3 row uses plain aioquic test
+clients, which send every datagram through aioquic's send loop. Over HTTP/2 they are h2 test
+clients.
 The baseline is a plain asyncio UDP forwarder in its own process, offered the same payloads
 from the same sender loop.
 

@@ -113,7 +113,7 @@ def test_sealed_packets_are_accepted_by_aioquic(pair: tuple) -> None:
     ]
 
 
-def test_an_empty_datagram_is_padded_and_left_to_aioquic(pair: tuple) -> None:
+def test_empty_datagram_padded_for_aioquic(pair: tuple) -> None:
     client, server = pair
     packet = quicfast.seal_datagram(client, b"")
 

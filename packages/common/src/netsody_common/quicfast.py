@@ -1,10 +1,10 @@
 """Seal and open 1-RTT QUIC packets holding one DATAGRAM frame with a connection's own keys.
 
-This is the fast path for bulk datagrams on an aioquic connection: it bypasses aioquic's send
-loop, loss recovery and congestion control (the tunneled traffic does its own congestion
-control, as over WireGuard), and it bypasses aioquic's receive path for packets that hold
-exactly one DATAGRAM frame. Everything else (handshake, ACKs, pings, streams) still flows
-through aioquic, which keeps the connection healthy.
+This is the fast path for bulk datagrams on an aioquic connection. Sealed packets bypass
+aioquic's send loop, loss recovery and congestion control, because the tunneled traffic does
+its own congestion control (as over WireGuard). Opened packets, which contain exactly one
+DATAGRAM frame, bypass aioquic's receive path. Everything else (handshake, ACKs, pings,
+streams) still flows through aioquic, which keeps the connection healthy.
 
 A sealed packet is a regular 1-RTT packet of the connection: any QUIC receiver accepts it.
 """
@@ -78,7 +78,7 @@ def open_datagram(connection: QuicConnection, data: bytes, replay: ReplayWindow)
     """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
     Returns None when the packet contains anything else (ACKs, streams, pings), uses another
-    packet number length or key phase, or does not decrypt; the caller then hands the packet
+    packet number length or key phase, or does not decrypt. The caller then hands the packet
     to aioquic unchanged. Returns b"" for a replayed packet (see `replay`).
     """
     space: Any = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None

@@ -55,9 +55,9 @@ H3_MESSAGE_ERROR = 0x10E
 # QUIC transport error CONNECTION_REFUSED (RFC 9000 section 20.1).
 CONNECTION_REFUSED = 0x2
 # Largest UDP payload the server sends. A sealed relay packet adds 28 bytes (flags, 8-byte
-# connection ID, packet number, frame type, AEAD tag) and the HTTP datagram 9 bytes (quarter
-# stream ID and IPv4 address prefix) to a relayed UDP payload, so payloads of up to 1,313 bytes
-# fit: the agents' relay path carries full 1,280-byte overlay packets in 1,308-byte payloads.
+# connection ID, packet number, frame type, AEAD tag) to a relayed UDP payload, and the HTTP
+# datagram adds 9 (quarter stream ID and IPv4 address prefix). So payloads of up to 1,313 bytes
+# fit, and agents relay full 1,280-byte overlay packets in 1,309-byte payloads.
 MAX_UDP_PAYLOAD = 1350
 # Bytes of a short-header packet around one DATAGRAM frame that aioquic builds: flags, 8-byte
 # connection id, packet number, AEAD tag, frame type and length, with a margin.
@@ -245,7 +245,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
             and quic._state == QuicConnectionState.CONNECTED
             and quicfast.can_seal(quic)
         ):
-            # NOTE: aioquic's private network path list holds the validated path first.
+            # NOTE: the first entry of aioquic's private network path list is the validated path.
             self._fast_addr = quic._network_paths[0].addr
         else:
             self._fast_addr = None
@@ -410,10 +410,10 @@ async def start_h3(
     transport, server = await loop.create_datagram_endpoint(
         lambda: H3Server(configuration=configuration, create_protocol=create), sock=sock
     )
-    # NOTE: the transport keeps sending (and buffering when the socket is full); only its
-    # one-datagram-per-turn reader is replaced, through the selector loop's private methods
-    # (the public ones refuse a socket that a transport owns). Closing the transport removes
-    # this reader. Another loop implementation keeps asyncio's reader.
+    # NOTE: the transport keeps sending, and buffering when the socket is full. Only its reader
+    # (one datagram per loop turn) is replaced, through the selector loop's private methods,
+    # because the public ones reject a socket that a transport owns. Closing the transport
+    # removes this reader. Another loop implementation keeps asyncio's reader.
     if hasattr(loop, "_remove_reader") and hasattr(loop, "_add_reader"):
         loop._remove_reader(sock.fileno())
         loop._add_reader(sock.fileno(), server.read_ready, sock)

@@ -142,7 +142,7 @@ def test_relayed_datagrams_are_sealed_outside_aioquic(pair: Pair) -> None:
     ]
 
 
-def test_sealed_datagrams_from_the_super_peer_are_opened_once(pair: Pair) -> None:
+def test_sealed_datagram_opened_once(pair: Pair) -> None:
     packet = quicfast.seal_datagram(pair.server, http_datagram(1, b"from the peer"))
     pair.session.receive(packet, 2.0)
     pair.session.receive(packet, 2.0)
