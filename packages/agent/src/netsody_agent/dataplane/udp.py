@@ -16,6 +16,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+# Socket options of asm-generic/socket.h: set a buffer size above net.core.rmem_max/wmem_max,
+# which CAP_NET_ADMIN may (the default maximum, 208 KiB, overflows with a few bursts of 64 KiB).
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
 # Socket options of linux/udp.h.
 UDP_SEGMENT = 103
 UDP_GRO = 104
@@ -38,8 +42,8 @@ class UdpSocket:
     def __init__(self, host: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            _set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE)
+            _set_buffer(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE)
             sock.bind((host, port))
         except OSError:
             sock.close()
@@ -126,6 +130,14 @@ class UdpSocket:
             self.segmentation = False
             return sum(not self.send(data, address) for data in run)
         return 0
+
+
+def _set_buffer(sock: socket.socket, option: int, forced: int) -> None:
+    """Set a socket buffer to SOCKET_BUFFER_BYTES, past the system maximum where permitted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER_BYTES)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
 
 
 def _segment_size(control: list[tuple[int, int, bytes]]) -> int:
