@@ -7,7 +7,7 @@ only). Namespace a runs the agent under test, one `python -m netsody_agent.datap
 process with a real TUN device, a manual network file and a `--peer` entry for every peer.
 Namespace b runs the peers: one Python process with `--peers` `DataPlane` instances in one
 asyncio loop, each with its own identity and UDP port and a stand-in TUN device (a socketpair
-that answers ICMP echo requests). The peers are real QUIC endpoints of the Netsody protocol.
+that replies to ICMP echo requests). The peers are real QUIC endpoints of the Netsody protocol.
 They share one process, and only the agent under test is measured.
 
 The script prints the resident set size (VmRSS and its peak VmHWM from /proc/PID/status) of:
@@ -133,8 +133,8 @@ def overlay_ip(index: int) -> str:
 def write_network(workdir: Path, count: int) -> tuple[Identity, list[Identity]]:
     """Write the identities and one network file in which the agent reaches every peer.
 
-    The peers sit in a group with no policy among its members, so each peer's compiled
-    network contains the agent only, as an agent with 100 peers sees a hub of a larger net.
+    The peers share a group that no policy connects to itself, so each peer's compiled network
+    contains the agent only and the peers do not dial each other.
     """
     agent = Identity.generate(DIFFICULTY, progress=False)
     agent.save(workdir / "agent.key")
@@ -201,7 +201,7 @@ def peers_up(status_file: Path, count: int) -> int:
 
 
 def ping_all(bench: Bench, count: int) -> int:
-    """Send one echo request to every peer (at most 4 in flight); return the answered count."""
+    """Send one echo request to every peer (at most 4 in flight); return the number of replies."""
     answered = 0
     for start in range(1, count + 1, 4):
         batch = [
@@ -321,7 +321,7 @@ def start_peers(bench: Bench, agent: Identity, count: int) -> subprocess.Popen:
 
 
 class StandInTun:
-    """A TUN device stand-in for a peer's data plane: a socketpair that answers echo requests.
+    """A TUN device stand-in for a peer's data plane: a socketpair that replies to pings.
 
     The data plane reads packets from `fileno()` with `read_batch` and writes with `write` or
     `write_frames`. An ICMP echo request written to it comes back as the echo reply, as the
@@ -435,8 +435,9 @@ def run_traced_agent(workdir: Path, agent_args: list[str]) -> int:
 
     def dump(_signum: int, _frame: Any) -> None:
         tracemalloc.take_snapshot().dump(str(workdir / "agent.tracemalloc"))
-        # QuicConnection objects form reference cycles (bound methods in their frame handler
-        # table), so closed ones stay until the cyclic garbage collector runs.
+        # A QuicConnection is a reference cycle (its frame handler table holds bound methods),
+        # so only the cyclic garbage collector frees a closed one: counting before and after
+        # gc.collect() shows how many wait for it.
         before = {"connections": count_connections(), **memory_kb(os.getpid())}
         collected = gc.collect()
         after = {"connections": count_connections(), **memory_kb(os.getpid())}
