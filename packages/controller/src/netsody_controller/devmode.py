@@ -83,7 +83,14 @@ def controller_urls(host: str, port: int) -> list[str]:
     return urls
 
 
-def dev_environment(state_dir: Path, *, host: str, port: int, idp_url: str) -> dict[str, str]:
+def dev_environment(
+    state_dir: Path,
+    *,
+    host: str,
+    port: int,
+    idp_url: str,
+    super_peers: Sequence[str] = (DEFAULT_SUPER_PEER,),
+) -> dict[str, str]:
     """Return the controller's environment for development mode.
 
     `state_dir` must be absolute. `main` writes these values over the shell's, so a production
@@ -110,6 +117,7 @@ def dev_environment(state_dir: Path, *, host: str, port: int, idp_url: str) -> d
         "NETSODY_DASHBOARD_OIDC_CLIENT_ID": CONTROLLER_CLIENT_ID,
         "NETSODY_DASHBOARD_OIDC_SCOPE": "openid profile email",
         "NETSODY_DASHBOARD_DEVICE_AUTHORIZATION_URL": f"{idp_url}/device",
+        "NETSODY_DASHBOARD_SUPER_PEERS": ",".join(super_peers),
     }
 
 
@@ -152,6 +160,7 @@ def _serve(host: str, port: int) -> None:
 def _print_summary(controller_url: str, idp: RunningDevIdp, super_peers: Sequence[str]) -> None:
     print(
         f"\nNetsody controller (development mode)\n"
+        f"  Dashboard:        {controller_url}/\n"
         f"  API:              {controller_url}/api\n"
         f"  Swagger UI:       {controller_url}/swagger-ui/\n"
         f"  OpenID provider:  {idp.base_url} (development only; device sign-in at "
@@ -186,7 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         os.environ.update(
-            dev_environment(state_dir, host=args.host, port=args.port, idp_url=idp.base_url)
+            dev_environment(
+                state_dir,
+                host=args.host,
+                port=args.port,
+                idp_url=idp.base_url,
+                super_peers=super_peers,
+            )
         )
         _migrate()
         _print_summary(urls[0], idp, super_peers)

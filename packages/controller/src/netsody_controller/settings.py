@@ -42,6 +42,22 @@ OAUTH_AGENT_AUDIENCE = config.env_str(ENV, "OAUTH_AGENT_AUDIENCE")
 TRUSTED_PROXIES = config.env_networks(ENV, "TRUSTED_PROXIES", ("127.0.0.1/32", "::1/128"))
 ZITADEL_CACHE_INVALIDATE_SECRET = config.env_str(ENV, "ZITADEL_CACHE_INVALIDATE_SECRET")
 
+# The dashboard at `/`: its OIDC client, and the values of the `netsody login` command it shows.
+# NETSODY_DASHBOARD_SUPER_PEERS (comma-separated URLs) defaults to https://<NETSODY_SP_DOMAIN>/.
+NETSODY_DASHBOARD_API_BASE_URL = config.env_str(ENV, "NETSODY_DASHBOARD_API_BASE_URL")
+NETSODY_DASHBOARD_OIDC_AUTHORITY = config.env_str(ENV, "NETSODY_DASHBOARD_OIDC_AUTHORITY")
+NETSODY_DASHBOARD_OIDC_CLIENT_ID = config.env_str(ENV, "NETSODY_DASHBOARD_OIDC_CLIENT_ID")
+NETSODY_DASHBOARD_OIDC_SCOPE = config.env_str(
+    ENV, "NETSODY_DASHBOARD_OIDC_SCOPE", "openid profile email"
+)
+NETSODY_DASHBOARD_DEVICE_AUTHORIZATION_URL = config.env_str(
+    ENV, "NETSODY_DASHBOARD_DEVICE_AUTHORIZATION_URL"
+)
+_SP_DOMAIN = config.env_str(ENV, "NETSODY_SP_DOMAIN")
+NETSODY_DASHBOARD_SUPER_PEERS = config.env_list(
+    ENV, "NETSODY_DASHBOARD_SUPER_PEERS", (f"https://{_SP_DOMAIN}/",) if _SP_DOMAIN else ()
+)
+
 # Invitations: optional Authentik automation and rate limits per inviting user and per network.
 AUTHENTIK_BASE_URL = config.env_str(ENV, "AUTHENTIK_BASE_URL")
 AUTHENTIK_TOKEN = config.env_str(ENV, "AUTHENTIK_TOKEN")
@@ -116,6 +132,7 @@ INSTALLED_APPS = [
     "netsody_controller.nodes",
     "netsody_controller.policies",
     "netsody_controller.keys",
+    "netsody_controller.dashboard",
 ]
 MIDDLEWARE = [
     "netsody_controller.middleware.RequestContextMiddleware",

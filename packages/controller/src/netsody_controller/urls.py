@@ -1,10 +1,10 @@
-"""URL routes: the API, its OpenAPI document and Swagger UI, and the health checks."""
+"""URL routes: the API, its OpenAPI document and Swagger UI, the health checks and the dashboard."""
 
 import os
 from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.urls import include, path
 
 from netsody_controller import health, swagger
 from netsody_controller.api import api
@@ -35,6 +35,7 @@ urlpatterns = [
     path("swagger-ui/static/<str:name>", swagger.swagger_static),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("", include("netsody_controller.dashboard.urls")),
 ]
 
 # Benchmark baseline only: `benchmarks/controller_bench.py` sets this variable so that the same
