@@ -334,6 +334,7 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
     lines = [
         "",
         "Netsody development services",
+        f"  dashboard:        http://{host}:{args.controller_port}/",
         f"  controller API:   {controller}",
         f"  Swagger UI:       http://{host}:{args.controller_port}/swagger-ui/",
         f"  OpenID provider:  {idp}   (development only: any email address signs in)",
@@ -345,8 +346,8 @@ def device_instructions(args: argparse.Namespace, running: set[str]) -> str:
         f"  netsody login --controller {controller} --auth-url {idp} \\",
         f"      --auth-client-id {AGENT_CLIENT_ID} --super-peer {sp_url}",
         f"  (open the printed address, {idp}/device, enter the code and any email address)",
-        "Then add the device to a network: in the Swagger UI, Authorize, then",
-        "  POST /api/networks and POST /api/networks/{id}/nodes with the printed device id.",
+        "Then add the device to a network on the dashboard's Nodes tab, or in the Swagger UI:",
+        "  Authorize, then POST /api/networks and POST /api/networks/{id}/nodes with its device id",
         "Or without a browser, with a join key created through the API or dashboard:",
         f"  netsody join --controller {controller} --join-key <KEY> --super-peer {sp_url}",
         "",

@@ -24,8 +24,7 @@ def content_security_policy(config: DashboardConfig) -> str:
     """Return the policy for the dashboard's HTML pages.
 
     NOTE: the provider's token endpoint must be on the origin of the OIDC authority, because only
-    that origin is allowed for `connect-src`. Pocket ID, Authentik, Keycloak and Zitadel serve
-    discovery and token endpoints from one origin.
+    that origin is allowed for `connect-src`.
     """
     connect = ["'self'"]
     for url in (config.api_base_url, config.oidc_authority):

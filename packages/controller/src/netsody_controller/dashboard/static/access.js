@@ -5,7 +5,7 @@ import { formatTime, h, inlineForm, replaceChildren, splitList, table, tags } fr
 import { act } from "./api.js";
 import { can } from "./permissions.js";
 
-// Parse "tcp:22,443 udp:53 icmp" into API rules; a protocol without ports allows all its ports.
+// Parse "tcp:22,443 udp:53 icmp" into API rules. A protocol without ports allows all its ports.
 export function parseRules(text) {
   return splitList(text.replace(/,/g, "+")).map((entry) => {
     const [protocol, ports = ""] = entry.split(":");
@@ -130,7 +130,7 @@ export async function renderJoinKeys(page, panel, created = null) {
       h("p", {}, "A device joins with:"),
       h("pre", { class: "command", id: "join-command" }, command)));
   }
-  // Roles without the right still ask, so the page shows the API's reason.
+  // Roles without the manage_keys right still request the list, so the page shows the API's reason.
   const keys = await page.api.get(`${page.path}/join-keys`).catch((error) => {
     page.showError(error.message);
     return null;

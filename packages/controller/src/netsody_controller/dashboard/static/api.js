@@ -23,14 +23,14 @@ export function createApi(baseUrl, accessToken, onUnauthenticated) {
       throw new ApiError(0, `The controller API at ${baseUrl} is unreachable: ${error.message}`, "");
     }
     if (response.status === 204) return null;
-    const document = await response.json().catch(() => null);
+    const payload = await response.json().catch(() => null);
     if (!response.ok) {
-      // Every API error carries the envelope {"detail", "code"}; show the detail as it is.
-      const detail = document?.detail ?? `The API returned HTTP ${response.status}`;
+      // Every API error carries the envelope {"detail", "code"}, and the page shows the detail.
+      const detail = payload?.detail ?? `The API returned HTTP ${response.status}`;
       if (response.status === 401) onUnauthenticated(detail);
-      throw new ApiError(response.status, detail, document?.code ?? "");
+      throw new ApiError(response.status, detail, payload?.code ?? "");
     }
-    return document;
+    return payload;
   }
 
   return {
@@ -41,7 +41,7 @@ export function createApi(baseUrl, accessToken, onUnauthenticated) {
   };
 }
 
-// Run an API call from a button or form; show its error detail, or reload the tab.
+// Run an API call from a button or form, then reload the tab, or show the error detail.
 export async function act(page, call) {
   try {
     const result = await call();

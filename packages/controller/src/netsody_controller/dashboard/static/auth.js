@@ -125,8 +125,8 @@ async function exchangeCode(metadata, config, code, verifier) {
   return body;
 }
 
-// SECURITY: the ID token came straight from the token endpoint over the connection the browser
-// checked, so its claims are checked without its signature (OpenID Connect Core 1.0, 3.1.3.7).
+// SECURITY: the ID token comes straight from the token endpoint, never through a URL, so only its
+// claims are checked here and not its signature. The API checks each access token's signature.
 function checkIdToken(idToken, issuer, clientId, nonce) {
   if (!idToken) {
     throw new Error("The identity provider returned no ID token; include openid in NETSODY_DASHBOARD_OIDC_SCOPE");

@@ -30,7 +30,7 @@ export function replaceChildren(element, ...children) {
   appendChildren(element, children);
 }
 
-// A table with a header row. `rows` holds arrays of cells (text or nodes).
+// A table with a header row. `rows` contains arrays of cells (text or nodes).
 export function table(headers, rows, emptyText = "None yet.") {
   if (rows.length === 0) return h("p", { class: "muted" }, emptyText);
   return h(
