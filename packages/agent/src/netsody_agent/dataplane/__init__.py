@@ -242,7 +242,7 @@ class DataPlane(Connections):
         return SuperPeers(
             self.identity,
             self.super_peers,
-            send=self._send_udp,
+            send=self._send_udp_many,
             on_peer_candidates=self._on_peer_candidates,
             on_relayed=self._on_relayed,
             cafile=self._super_peer_cafile,
@@ -441,7 +441,9 @@ class DataPlane(Connections):
             for data in datagrams:
                 self._send_to(remote, data, link)
 
-    def _send_udp_many(self, datagrams: list[bytes], address: Any, link: PeerLink) -> None:
+    def _send_udp_many(
+        self, datagrams: list[bytes], address: Any, link: PeerLink | None = None
+    ) -> None:
         if self._sock is None:
             return
         try:
@@ -449,7 +451,7 @@ class DataPlane(Connections):
         except OSError as error:
             self._log_send_error(error, address, link)
             return
-        if dropped:
+        if dropped and link is not None:
             link.stats.drop(enforce.DROP_QUEUE_FULL, dropped)
 
     def _send_to(self, remote: Any, data: bytes, link: PeerLink | None = None) -> None:

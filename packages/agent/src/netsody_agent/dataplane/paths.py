@@ -86,7 +86,7 @@ class SuperPeers:
         identity: Identity,
         urls: list[str],
         *,
-        send: Callable[[bytes, tuple[str, int]], None],
+        send: Callable[[list[bytes], tuple[str, int]], None],
         on_peer_candidates: Callable[[str, tuple[wire.Candidate, ...]], None],
         on_relayed: Callable[[bytes, tuple[str, int], SuperPeerSession], None],
         cafile: str | None = None,
@@ -218,9 +218,9 @@ class SuperPeers:
         dirty, self._dirty = self._dirty, set()
         send = self._send
         for session in dirty:
-            address = session.address
-            for data in session.datagrams(now):
-                send(data, address)
+            datagrams = session.datagrams(now)
+            if datagrams:
+                send(datagrams, session.address)
             # Sealed relay packets alone leave aioquic's timer as it was.
             if getattr(session, "timer_due", True):
                 self._arm(session)
