@@ -36,9 +36,12 @@ export async function renderPolicies(page, panel) {
   const editable = can(page.role, "edit_policies");
   const rows = policies.map((policy) => [
     policy.name || h("span", { class: "muted" }, "unnamed"),
-    [tags(policy.sources.groups), tags(named(policy.sources.nodes, nodeNames))],
-    [tags(policy.destinations.groups), tags(named(policy.destinations.nodes, nodeNames)),
-      tags(named(policy.destinations.resources, resourceNames))],
+    tags([...policy.sources.groups, ...named(policy.sources.nodes, nodeNames)]),
+    tags([
+      ...policy.destinations.groups,
+      ...named(policy.destinations.nodes, nodeNames),
+      ...named(policy.destinations.resources, resourceNames),
+    ]),
     formatRules(policy.rules),
     editable ? h("button", {
       class: "danger delete-policy",
