@@ -74,8 +74,8 @@ async def test_agents_relay_full_size_datagrams_both_ways(
     # Relayed datagrams bypassed aioquic on both agents: it queued none of them, and the
     # agents opened the super peer's sealed packets themselves.
     assert not a.session.quic._datagrams_pending
-    assert a.session._replay.highest >= 0
-    assert b.session._replay.highest >= 0
+    assert a.session._fast.replay.highest >= 0
+    assert b.session._fast.replay.highest >= 0
 
 
 async def test_sealed_packets_reach_an_aioquic_client(

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import decode_packet_number
 from aioquic.tls import Epoch
 from cryptography.exceptions import InvalidTag
 
@@ -42,76 +41,166 @@ def overhead(connection: QuicConnection) -> int:
 
 
 def seal_datagram(connection: QuicConnection, payload: bytes) -> bytes:
-    """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
+    """Build one 1-RTT QUIC packet of `connection` with a DATAGRAM frame holding `payload`.
 
-    It borrows the connection's packet number and 1-RTT keys, so the result is a packet of this
-    connection that any QUIC receiver accepts, but aioquic neither tracks it for loss recovery
-    nor counts it against congestion control. Call only once `can_seal` is True.
+    A one-off form of `FastPath.seal`; a caller that seals many packets keeps a `FastPath`.
     """
-    # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
-    # private packet number counter, peer connection ID and 1-RTT keys. It protects the
-    # packet as RFC 9001 section 5 prescribes, with fewer copies than aioquic's own code.
-    context: Any = connection._cryptos[Epoch.ONE_RTT].send
-    number = connection._packet_number
-    connection._packet_number = number + 1
-    aead = context.aead
-    first = _SHORT_HEADER_BITS | (context.key_phase << 2)
-    cid = connection._peer_cid.cid
-    high, low = (number >> 8) & 0xFF, number & 0xFF
-    # An empty DATAGRAM frame leaves too little ciphertext for the header protection sample:
-    # a PADDING frame in front fills it (such a packet then takes aioquic's receive path).
-    frames = _DATAGRAM_NO_LENGTH + payload if payload else b"\x00" + _DATAGRAM_NO_LENGTH
-    sealed: bytes = aead._aead.encrypt(
-        (aead._iv ^ number).to_bytes(12, "big"),
-        frames,
-        bytes((first,)) + cid + bytes((high, low)),
-    )
-    # Header protection (RFC 9001 section 5.4): the sample starts 4 bytes after the packet
-    # number, which is 2 bytes into the ciphertext with a 2-byte packet number.
-    mask: bytes = context.hp._mask(sealed[2:18])
-    return (
-        bytes((first ^ (mask[0] & 0x1F),)) + cid + bytes((high ^ mask[1], low ^ mask[2])) + sealed
-    )
+    return FastPath(connection).seal(payload)
 
 
 def open_datagram(connection: QuicConnection, data: bytes, replay: ReplayWindow) -> bytes | None:
-    """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
+    """Open one packet of `connection` as `FastPath.open` does, with the replay window `replay`."""
+    return FastPath(connection, replay).open(data)
 
-    Returns None when the packet contains anything else (ACKs, streams, pings), uses another
-    packet number length or key phase, or does not decrypt. The caller then hands the packet
-    to aioquic unchanged. Returns b"" for a replayed packet (see `replay`).
+
+class FastPath:
+    """Seals and opens the fast-path packets of one connection.
+
+    It looks the connection's 1-RTT keys up once and again only when aioquic replaced them (a
+    key update), so a packet costs two cryptographic calls and little else.
     """
-    space: Any = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
-    offset = 1 + len(connection.host_cid)
-    if space is None or len(data) < offset + 20 or data[0] & 0xC0 != 0x40:
-        return None
-    context: Any = connection._cryptos[Epoch.ONE_RTT].recv
-    if not context.is_valid():
-        return None
-    mask: bytes = context.hp._mask(data[offset + 4 : offset + 20])
-    first = data[0] ^ (mask[0] & 0x1F)
-    if first & 0x03 != 1 or (first >> 2) & 1 != context.key_phase:
-        return None
-    high, low = data[offset] ^ mask[1], data[offset + 1] ^ mask[2]
-    number: int = decode_packet_number((high << 8) | low, 16, space.expected_packet_number)
-    aead = context.aead
-    try:
-        plain: bytes = aead._aead.decrypt(
-            (aead._iv ^ number).to_bytes(12, "big"),
-            memoryview(data)[offset + 2 :],
-            bytes((first,)) + data[1:offset] + bytes((high, low)),
+
+    __slots__ = (
+        "_connection",
+        "_decrypt",
+        "_encrypt",
+        "_open_aead",
+        "_open_context",
+        "_open_iv",
+        "_open_mask",
+        "_seal_aead",
+        "_seal_context",
+        "_seal_iv",
+        "_seal_mask",
+        "_space",
+        "replay",
+    )
+
+    def __init__(self, connection: QuicConnection, replay: ReplayWindow | None = None) -> None:
+        self._connection = connection
+        self.replay = replay if replay is not None else ReplayWindow()
+        self._seal_context: Any = None
+        self._seal_aead: Any = None
+        self._open_context: Any = None
+        self._open_aead: Any = None
+        self._space: Any = None
+
+    def seal(self, payload: bytes) -> bytes:
+        """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
+
+        It borrows the connection's packet number and 1-RTT keys, so the result is a packet of
+        this connection that any QUIC receiver accepts, but aioquic neither tracks it for loss
+        recovery nor counts it against congestion control. Call only once `can_seal` is True.
+        """
+        # NOTE: aioquic has no API to encrypt a packet of a connection, so this reads its
+        # private packet number counter, peer connection ID and 1-RTT keys. It protects the
+        # packet as RFC 9001 section 5 prescribes, with fewer copies than aioquic's own code.
+        context = self._seal_context
+        if context is None or context.aead is not self._seal_aead:
+            context = self._load_seal()
+        connection = self._connection
+        number = connection._packet_number
+        connection._packet_number = number + 1
+        first = _SHORT_HEADER_BITS | (context.key_phase << 2)
+        cid = connection._peer_cid.cid
+        high, low = (number >> 8) & 0xFF, number & 0xFF
+        # An empty DATAGRAM frame leaves too little ciphertext for the header protection sample:
+        # a PADDING frame in front fills it (such a packet then takes aioquic's receive path).
+        frames = _DATAGRAM_NO_LENGTH + payload if payload else b"\x00" + _DATAGRAM_NO_LENGTH
+        sealed: bytes = self._encrypt(
+            (self._seal_iv ^ number).to_bytes(12, "big"),
+            frames,
+            bytes((first,)) + cid + bytes((high, low)),
         )
-    except InvalidTag:
-        return None
-    if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
-        return None
-    # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets. aioquic never
-    # processes these ones, so a sliding window rejects replays.
-    if not replay.accept(number):
-        return b""
-    if number >= space.expected_packet_number:
-        space.expected_packet_number = number + 1
-    return plain[1:]
+        # Header protection (RFC 9001 section 5.4): the sample starts 4 bytes after the packet
+        # number, which is 2 bytes into the ciphertext with a 2-byte packet number.
+        mask: bytes = self._seal_mask(sealed[2:18])
+        return (
+            bytes((first ^ (mask[0] & 0x1F),))
+            + cid
+            + bytes((high ^ mask[1], low ^ mask[2]))
+            + sealed
+        )
+
+    def _load_seal(self) -> Any:
+        context: Any = self._connection._cryptos[Epoch.ONE_RTT].send
+        aead = context.aead
+        self._seal_context = context
+        self._seal_aead = aead
+        self._encrypt = aead._aead.encrypt
+        self._seal_iv = aead._iv
+        self._seal_mask = context.hp._mask
+        return context
+
+    def open(self, data: bytes) -> bytes | None:
+        """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
+
+        Returns None when the packet contains anything else (ACKs, streams, pings), uses another
+        packet number length or key phase, or does not decrypt. The caller then hands the
+        packet to aioquic unchanged. Returns b"" for a replayed packet (see `replay`).
+        """
+        context = self._open_context
+        if context is None or context.aead is not self._open_aead:
+            context = self._load_open()
+            if context is None:
+                return None
+        offset = 1 + len(self._connection.host_cid)
+        if len(data) < offset + 20 or data[0] & 0xC0 != 0x40:
+            return None
+        mask: bytes = self._open_mask(data[offset + 4 : offset + 20])
+        first = data[0] ^ (mask[0] & 0x1F)
+        if first & 0x03 != 1 or (first >> 2) & 1 != context.key_phase:
+            return None
+        space = self._space
+        number = _decode_packet_number(
+            ((data[offset] ^ mask[1]) << 8) | (data[offset + 1] ^ mask[2]),
+            space.expected_packet_number,
+        )
+        try:
+            plain: bytes = self._decrypt(
+                (self._open_iv ^ number).to_bytes(12, "big"),
+                memoryview(data)[offset + 2 :],
+                bytes((first,)) + data[1:offset] + bytes((number >> 8 & 0xFF, number & 0xFF)),
+            )
+        except InvalidTag:
+            return None
+        if not plain or plain[0] != _DATAGRAM_NO_LENGTH[0]:
+            return None
+        # SECURITY: RFC 9000 section 12.3 requires discarding duplicate packets. aioquic never
+        # processes these ones, so a sliding window rejects replays.
+        if not self.replay.accept(number):
+            return b""
+        if number >= space.expected_packet_number:
+            space.expected_packet_number = number + 1
+        return plain[1:]
+
+    def _load_open(self) -> Any:
+        """Look up the receive keys; None while the connection has no 1-RTT keys yet."""
+        connection = self._connection
+        space = connection._spaces.get(Epoch.ONE_RTT) if connection._spaces else None
+        if space is None or not connection._cryptos:
+            return None
+        context: Any = connection._cryptos[Epoch.ONE_RTT].recv
+        aead = context.aead
+        if aead is None:
+            return None
+        self._space = space
+        self._open_context = context
+        self._open_aead = aead
+        self._decrypt = aead._aead.decrypt
+        self._open_iv = aead._iv
+        self._open_mask = context.hp._mask
+        return context
+
+
+def _decode_packet_number(truncated: int, expected: int) -> int:
+    """Recover a full packet number from its 2-byte form (RFC 9000 appendix A.3)."""
+    candidate = (expected & ~0xFFFF) | truncated
+    if candidate <= expected - 0x8000 and candidate < (1 << 62) - 0x10000:
+        return candidate + 0x10000
+    if candidate > expected + 0x8000 and candidate >= 0x10000:
+        return candidate - 0x10000
+    return candidate
 
 
 class ReplayWindow:

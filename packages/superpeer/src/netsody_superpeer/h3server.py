@@ -118,7 +118,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
         # The fast path (see the module docstring) runs while `_fast_addr` is set: the address
         # of the connection's validated path once the handshake is complete.
         self._fast_addr: tuple[str, int] | None = None
-        self._replay = quicfast.ReplayWindow()
+        self._fast = quicfast.FastPath(self._quic)
         self._loop.call_later(handshake_timeout, self._check_handshake)
         self._loop.call_later(
             handshake_timeout + hub.settings.auth_timeout + 1.0, self._check_authenticated
@@ -156,7 +156,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
             datagram = (bytes((quarter,)) if quarter < 0x40 else encode_varint(quarter)) + payload
             if len(datagram) + quicfast.overhead(quic) > MAX_UDP_PAYLOAD:
                 return False
-            self._transport.sendto(quicfast.seal_datagram(quic, datagram), addr)
+            self._transport.sendto(self._fast.seal(datagram), addr)
             return True
         # NOTE: aioquic keeps queued DATAGRAM frames in an unbounded private deque and never
         # sends one that does not fit a packet, so both are checked before queueing.
@@ -190,7 +190,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if addr == self._fast_addr and data and data[0] & 0x80 == 0:
-            payload = quicfast.open_datagram(self._quic, data, self._replay)  # type: ignore[arg-type]
+            payload = self._fast.open(data)  # type: ignore[arg-type]
             if payload:
                 self._datagram_frame(payload)
                 return

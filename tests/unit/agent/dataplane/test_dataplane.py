@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from netsody_agent.dataplane import PARTIAL_CHECKSUMS, PAYLOAD_FLAGS_SIZE, DataPlane, enforce
-from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats, ReplayWindow
+from netsody_agent.dataplane.link import MAX_DATAGRAM_PAYLOAD, LinkStats
 from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, internet_checksum, parse_ipv4
 from netsody_agent.dataplane.superpeer import SuperPeerError, parse_super_peer_url
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
+from netsody_common.quicfast import ReplayWindow
 
 
 class MemoryTun:

@@ -16,8 +16,8 @@ known UDP addresses of a peer (for example from the command line when no super p
 
 One QUIC connection (aioquic, ALPN `netsody/1`) per peer carries IP packets in DATAGRAM frames
 (RFC 9221), several packets per frame when they fit. The peer with the lower pk dials; the
-other side dials too when no connection came up within a grace period, and duplicate
-connections are resolved as `connections` describes. Both ends authenticate by their identity keys (see
+other side dials too when no connection came up within a grace period, and `connections`
+resolves duplicate connections. Both ends authenticate by their identity keys (see
 `handshake`). IP packets take a fast path that seals them with the connection's 1-RTT keys
 (`PeerLink.seal_datagram`) instead of aioquic's send loop.
 

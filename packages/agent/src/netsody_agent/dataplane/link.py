@@ -28,7 +28,6 @@ from netsody_agent.dataplane import handshake
 from netsody_agent.dataplane.logs import RepeatLimiter
 from netsody_common import quicfast
 from netsody_common.identity import Identity
-from netsody_common.quicfast import ReplayWindow
 
 logger = logging.getLogger(__name__)
 # A peer that keeps failing authentication is logged once per minute, the repeats at DEBUG.
@@ -145,7 +144,7 @@ class PeerLink:
         self._stream_buffers: dict[int, bytes] = {}
         self.timer_handle: Any = None
         self.host_cids: set[bytes] = {connection.host_cid}
-        self._replay = ReplayWindow()
+        self._fast = quicfast.FastPath(connection)
         self._clock = float("-inf")
 
     def __repr__(self) -> str:
@@ -369,11 +368,11 @@ class PeerLink:
     def seal_datagram(self, payload: bytes) -> bytes:
         """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
 
-        This is the fast path for IP packets (`quicfast.seal_datagram`): aioquic neither tracks
+        This is the fast path for IP packets (`quicfast.FastPath`): aioquic neither tracks
         the packet for loss recovery nor counts it against congestion control (the tunneled TCP
         does its own congestion control, as over WireGuard). Call only in state `up`.
         """
-        return quicfast.seal_datagram(self.connection, payload)
+        return self._fast.seal(payload)
 
     def open_datagram(self, data: bytes) -> bytes | None:
         """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
@@ -381,9 +380,9 @@ class PeerLink:
         Returns None when the packet contains anything else (ACKs, streams, pings), uses
         another packet number length or key phase, or does not decrypt; the caller then hands
         the packet to `receive` unchanged. Returns b"" for a replayed packet (counted as a
-        "replay" drop; see `quicfast.open_datagram`).
+        "replay" drop; see `quicfast.FastPath.open`).
         """
-        payload = quicfast.open_datagram(self.connection, data, self._replay)
+        payload = self._fast.open(data)
         if payload == b"":
             self.stats.drop("replay")
         return payload

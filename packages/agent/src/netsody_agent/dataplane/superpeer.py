@@ -144,7 +144,7 @@ class SuperPeerSession:
         # The HTTP datagram prefix of the relay tunnel (its quarter stream ID) once the fast
         # path may run, else b"".
         self._fast_prefix = b""
-        self._replay = quicfast.ReplayWindow()
+        self._fast = quicfast.FastPath(self.quic)
         self.fast_drops: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -167,7 +167,7 @@ class SuperPeerSession:
     def receive(self, data: bytes, now: float) -> None:
         """Feed one UDP payload from the super peer and handle what it caused."""
         if self._fast_prefix and data and data[0] & 0x80 == 0:
-            payload = quicfast.open_datagram(self.quic, data, self._replay)
+            payload = self._fast.open(data)
             if payload:
                 self._on_fast_datagram(payload)
                 return
@@ -241,7 +241,7 @@ class SuperPeerSession:
         prefix = self._fast_prefix
         if prefix:
             datagram = prefix + wire.encode_bound_datagram(target[0], target[1], payload)
-            self._sealed.append(quicfast.seal_datagram(self.quic, datagram))
+            self._sealed.append(self._fast.seal(datagram))
             return True
         if self.h3 is None or self._relay_stream is None or not self.relay_addresses:
             return False
