@@ -172,3 +172,18 @@ def test_replay_window_slides() -> None:
     assert window.accept(5 + quicfast.REPLAY_WINDOW)
     assert not window.accept(5)  # now older than the window
     assert not window.accept(5 + quicfast.REPLAY_WINDOW)
+
+
+def test_fast_path_follows_a_key_update(pair: tuple) -> None:
+    client, server = pair
+    sender, receiver = quicfast.FastPath(client), quicfast.FastPath(server)
+    assert receiver.open(sender.seal(b"before")) == b"before"
+
+    client.request_key_update()
+    client.send_ping(1)
+    pump(client, server, 2.0)
+    events(server)
+    updated = sender.seal(b"after")
+
+    assert receiver.open(updated) == b"after"
+    assert server._cryptos[quicfast.Epoch.ONE_RTT].recv.key_phase == 1

@@ -30,7 +30,7 @@ _REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
 
 def can_seal(connection: QuicConnection) -> bool:
     """Return True once `connection` has 1-RTT send keys (handshake complete)."""
-    # NOTE: reads aioquic's private crypto contexts; see `seal_datagram`.
+    # NOTE: reads aioquic's private crypto contexts; see `FastPath.seal`.
     cryptos = connection._cryptos
     return bool(cryptos) and cryptos[Epoch.ONE_RTT].send.is_valid()
 
