@@ -187,3 +187,26 @@ def test_fast_path_follows_a_key_update(pair: tuple) -> None:
 
     assert receiver.open(updated) == b"after"
     assert server._cryptos[quicfast.Epoch.ONE_RTT].recv.key_phase == 1
+
+
+def test_opened_packet_restarts_the_idle_timer(pair: tuple) -> None:
+    client, server = pair
+    receiver = quicfast.FastPath(server)
+
+    assert receiver.open(quicfast.seal_datagram(client, b"data"), 50.0) == b"data"
+
+    assert server._close_at == 50.0 + server._idle_timeout()
+    assert server.get_timer() is not None
+
+
+def test_closing_connection_keeps_its_closing_period(pair: tuple) -> None:
+    client, server = pair
+    receiver = quicfast.FastPath(server)
+    packet = quicfast.seal_datagram(client, b"data")
+    server.close(error_code=0, reason_phrase="test")
+    server.datagrams_to_send(2.0)
+    closing_at = server._close_at
+
+    receiver.open(packet, 50.0)
+
+    assert server._close_at == closing_at

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.tls import Epoch
 from cryptography.exceptions import InvalidTag
 
@@ -64,6 +64,7 @@ class FastPath:
         "_connection",
         "_decrypt",
         "_encrypt",
+        "_idle_refresh_at",
         "_open_aead",
         "_open_context",
         "_open_iv",
@@ -84,6 +85,7 @@ class FastPath:
         self._open_context: Any = None
         self._open_aead: Any = None
         self._space: Any = None
+        self._idle_refresh_at = 0.0
 
     def seal(self, payload: bytes) -> bytes:
         """Build one complete 1-RTT QUIC packet with a DATAGRAM frame holding `payload`.
@@ -132,12 +134,13 @@ class FastPath:
         self._seal_mask = context.hp._mask
         return context
 
-    def open(self, data: bytes) -> bytes | None:
+    def open(self, data: bytes, now: float | None = None) -> bytes | None:
         """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
         Returns None when the packet contains anything else (ACKs, streams, pings), uses another
         packet number length or key phase, or does not decrypt. The caller then hands the
-        packet to aioquic unchanged. Returns b"" for a replayed packet (see `replay`).
+        packet to aioquic unchanged. Returns b"" for a replayed packet (see `replay`). With
+        `now` (aioquic's clock), an opened packet restarts the connection's idle timer.
         """
         context = self._open_context
         if context is None or context.aead is not self._open_aead:
@@ -172,7 +175,24 @@ class FastPath:
             return b""
         if number >= space.expected_packet_number:
             space.expected_packet_number = number + 1
+        if now is not None and now >= self._idle_refresh_at:
+            self._restart_idle_timer(now)
         return plain[1:]
+
+    def _restart_idle_timer(self, now: float) -> None:
+        """Restart aioquic's idle timer, as a packet it processed itself would.
+
+        RFC 9000 section 10.1 restarts the timer on every packet received and processed. aioquic
+        never sees the opened packets, so without this a connection that carries only fast-path
+        packets in one direction dies of an idle timeout. Once a second is enough.
+        """
+        # NOTE: sets aioquic's private idle deadline; a connection that is closing keeps its
+        # closing period.
+        connection: Any = self._connection
+        if connection._state is QuicConnectionState.CONNECTED and not connection._close_pending:
+            connection._close_at = now + connection._idle_timeout()
+            connection._ack_eliciting_sent_since_receipt = False
+        self._idle_refresh_at = now + 1.0
 
     def _load_open(self) -> Any:
         """Look up the receive keys; None while the connection has no 1-RTT keys yet."""

@@ -190,7 +190,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if addr == self._fast_addr and data and data[0] & 0x80 == 0:
-            payload = self._fast.open(data)  # type: ignore[arg-type]
+            payload = self._fast.open(data, self._loop.time())  # type: ignore[arg-type]
             if payload:
                 self._datagram_frame(payload)
                 return

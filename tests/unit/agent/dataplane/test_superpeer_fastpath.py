@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from netsody_agent.dataplane.superpeer import SuperPeerSession
+from netsody_agent.dataplane.superpeer import PING_INTERVAL, SuperPeerSession
 from netsody_common import quicfast, wire
 from netsody_common.identity import Identity
 
@@ -184,3 +184,18 @@ def test_no_fast_path_after_close(pair: Pair) -> None:
         pair.server.receive_datagram(packet, CLIENT, 2.0)
 
     assert pair.server_datagrams() == []
+
+
+def test_keep_alive_pings_an_idle_session(pair: Pair) -> None:
+    session = pair.session
+    session.authenticated = True
+    session._last_ping = 1.0
+
+    assert not session.keep_alive(1.0 + PING_INTERVAL / 2)
+    assert session.keep_alive(2.0 + PING_INTERVAL)
+    sent = session.datagrams(2.0 + PING_INTERVAL)
+
+    # The ping rides aioquic's signaling stream, which the super peer acknowledges: that
+    # acknowledgement restarts the session's idle timer.
+    assert sent
+    assert session.timer_due

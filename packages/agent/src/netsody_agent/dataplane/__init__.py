@@ -617,7 +617,7 @@ class DataPlane(Connections):
             dcid = data[1:9]
         link = self._by_cid.get(dcid)
         if link is not None and not long_header and link.state == STATE_UP:
-            payload = link.open_datagram(data)
+            payload = link.open_datagram(data, now)
             if payload is not None:
                 # SECURITY: an empty payload marks a replayed packet, which must not count as
                 # proof that the sender's address is a path of this peer.

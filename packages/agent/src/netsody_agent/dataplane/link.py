@@ -374,7 +374,7 @@ class PeerLink:
         """
         return self._fast.seal(payload)
 
-    def open_datagram(self, data: bytes) -> bytes | None:
+    def open_datagram(self, data: bytes, now: float | None = None) -> bytes | None:
         """Decrypt a 1-RTT packet that contains exactly one DATAGRAM frame and return its data.
 
         Returns None when the packet contains anything else (ACKs, streams, pings), uses
@@ -382,7 +382,7 @@ class PeerLink:
         the packet to `receive` unchanged. Returns b"" for a replayed packet (counted as a
         "replay" drop; see `quicfast.FastPath.open`).
         """
-        payload = self._fast.open(data)
+        payload = self._fast.open(data, now)
         if payload == b"":
             self.stats.drop("replay")
         return payload

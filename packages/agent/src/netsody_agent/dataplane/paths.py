@@ -154,6 +154,8 @@ class SuperPeers:
         """Reopen closed HTTP/3 sessions, and fall back to HTTP/2 where HTTP/3 does not work."""
         self._note_sessions_up()
         for session in list(self.sessions):
+            if session.keep_alive(now):
+                self._dirty.add(session)
             if session.closed:
                 # A session just lost or reopened gets H2_FALLBACK_SECONDS before HTTP/2.
                 session = self._reconnect(session)

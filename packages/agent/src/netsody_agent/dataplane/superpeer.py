@@ -167,7 +167,7 @@ class SuperPeerSession:
     def receive(self, data: bytes, now: float) -> None:
         """Feed one UDP payload from the super peer and handle what it caused."""
         if self._fast_prefix and data and data[0] & 0x80 == 0:
-            payload = self._fast.open(data)
+            payload = self._fast.open(data, self._monotonic(now))
             if payload:
                 self._on_fast_datagram(payload)
                 return
@@ -195,10 +195,20 @@ class SuperPeerSession:
         if self.quic.get_timer() is not None:
             self.quic.handle_timer(now)
         self._process(now)
-        if self.authenticated and now - self._last_ping > PING_INTERVAL:
-            self._last_ping = now
-            self._signaling.ping()
-            self._flush_signaling()
+        self.keep_alive(now)
+
+    def keep_alive(self, now: float) -> bool:
+        """Send a signaling ping when the last one is PING_INTERVAL old; True when it did.
+
+        aioquic's own timer runs only when it has work, so the data plane's housekeeping calls
+        this too: an idle session would otherwise end at IDLE_TIMEOUT without one ping.
+        """
+        if not self.authenticated or now - self._last_ping <= PING_INTERVAL:
+            return False
+        self._last_ping = now
+        self._signaling.ping()
+        self._flush_signaling()
+        return True
 
     def timer(self) -> float | None:
         return self.quic.get_timer()
