@@ -111,37 +111,18 @@ def ensure_certificate(directory: Path, address: str) -> tuple[Path, Path]:
     if _certificate_usable(cert_path, key_path, address):
         return cert_path, key_path
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from netsody_common.selfsigned import self_signed_certificate, write_pem
 
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Netsody development super peer")])
-    now = datetime.datetime.now(datetime.UTC)
     addresses = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address(address)}
-    alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    alt_names += [x509.IPAddress(item) for item in sorted(addresses, key=str)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert, key = self_signed_certificate(
+        "Netsody development super peer",
+        dns_names=["localhost"],
+        ip_addresses=sorted(addresses, key=str),
+        days=CERT_DAYS,
+        ca=True,
     )
-    key_bytes = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    key_path.touch(mode=0o600, exist_ok=True)
-    key_path.chmod(0o600)
-    key_path.write_bytes(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_pem(cert, key, cert_path=cert_path, key_path=key_path)
     names = ", ".join(["localhost", *sorted({str(item) for item in addresses})])
     print(f"[dev] made a self-signed super peer certificate for {names}")
     return cert_path, key_path

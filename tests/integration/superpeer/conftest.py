@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -31,12 +29,9 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from netsody_common.identity import Identity
+from netsody_common.selfsigned import self_signed_certificate, write_pem
 from netsody_common.wire import (
     CAPSULE_DATAGRAM,
     Candidate,
@@ -59,40 +54,17 @@ WAIT = 10.0  # seconds any single wait in these tests may take before it fails
 
 
 def write_certificate(directory: Path, name: str = "localhost") -> tuple[Path, Path, int]:
-    """Write a self-signed certificate for localhost and 127.0.0.1; return paths and serial."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    serial = x509.random_serial_number()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    """Write a self-signed certificate for localhost and 127.0.0.1; return paths and serial.
+
+    Both files are replaced by a rename, so a running super peer that reloads them never reads
+    a partly written file.
+    """
+    certificate, key = self_signed_certificate(
+        name, dns_names=["localhost"], ip_addresses=["127.0.0.1"], days=1
     )
     cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
-    key_tmp, cert_tmp = directory / "privkey.tmp", directory / "fullchain.tmp"
-    key_tmp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(key_tmp, key_path)
-    os.replace(cert_tmp, cert_path)
-    return cert_path, key_path, serial
+    write_pem(certificate, key, cert_path=cert_path, key_path=key_path)
+    return cert_path, key_path, certificate.serial_number
 
 
 @pytest.fixture(scope="session")

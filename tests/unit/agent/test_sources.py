@@ -16,6 +16,7 @@ from netsody_agent.errors import ConfigSourceError
 from netsody_agent.settings import ManualNetwork, Settings
 from netsody_agent.sources import FileSource, HttpsSource, Snapshot, SnapshotCache
 from netsody_agent.urls import controller_api_base, redact_url, split_basic_auth
+from netsody_common.selfsigned import self_signed_certificate, write_pem
 
 USER, PASSWORD = "ops", "pa55:word"
 BODY = 'name = "lab"\nnetwork = "10.77.0.0/24"\n'
@@ -179,41 +180,11 @@ def test_settings_repr_hides_secrets() -> None:
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    certificate, key = self_signed_certificate(
+        "127.0.0.1", ip_addresses=["127.0.0.1"], days=1, ca=True
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_pem(certificate, key, cert_path=cert_path, key_path=key_path)
     return cert_path, key_path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
@@ -10,32 +9,12 @@ from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import DatagramFrameReceived, QuicEvent
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from netsody_common import quicfast
+from netsody_common.selfsigned import self_signed_certificate
 
 CLIENT_ADDRESS = ("127.0.0.1", 40000)
 SERVER_ADDRESS = ("127.0.0.1", 8443)
-
-
-def certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
 
 
 def pump(client: QuicConnection, server: QuicConnection, now: float) -> None:
@@ -62,7 +41,7 @@ def events(connection: QuicConnection) -> list[QuicEvent]:
 @pytest.fixture
 def pair() -> tuple[QuicConnection, QuicConnection]:
     """A client and a server connection with the handshake complete (HTTP/3 ALPN)."""
-    cert, key = certificate()
+    cert, key = self_signed_certificate("localhost", days=1)
     server_config = QuicConfiguration(
         is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536
     )

@@ -9,8 +9,6 @@ status to a JSON file every second. Teardown stops the agents by PID and deletes
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -23,12 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from netsody_common.identity import Identity
+from netsody_common.selfsigned import self_signed_certificate, write_pem
 
 DIFFICULTY = 8
 UNDERLAY = {"a": "192.168.77.1", "b": "192.168.77.2"}
@@ -174,34 +169,9 @@ class SuperPeer:
 
 def write_certificate(directory: Path, address: str) -> tuple[Path, Path]:
     """Write a self-signed certificate for `address`; it is its own CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = self_signed_certificate(address, ip_addresses=[address], days=1, ca=True)
     cert_path, key_path = directory / "sp-cert.pem", directory / "sp-key.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_pem(certificate, key, cert_path=cert_path, key_path=key_path)
     return cert_path, key_path
 
 

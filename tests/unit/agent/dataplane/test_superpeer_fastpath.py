@@ -7,8 +7,6 @@ protocol needs a super peer (tests/integration/superpeer/test_fast_path.py does 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,11 @@ from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import DatagramFrameReceived
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from netsody_agent.dataplane.superpeer import PING_INTERVAL, SuperPeerSession
 from netsody_common import quicfast, wire
 from netsody_common.identity import Identity
+from netsody_common.selfsigned import self_signed_certificate, write_pem
 
 SERVER = ("127.0.0.1", 8443)
 CLIENT = ("127.0.0.1", 41641)
@@ -33,27 +28,11 @@ RELAY_STREAM = 4
 
 
 def write_certificate(directory: Path) -> tuple[Path, Any, Any]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    cert, key = self_signed_certificate(
+        "localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], days=1
     )
     path = directory / "cert.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_pem(cert, key, cert_path=path, key_path=directory / "key.pem")
     return path, cert, key
 
 
