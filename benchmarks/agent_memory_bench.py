@@ -30,7 +30,6 @@ import gc
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from netns import Bench
 
 from netsody_common.identity import Identity
 
@@ -51,75 +52,6 @@ DIFFICULTY = 8
 TARGET_MB = 120
 GOAL_MB = 60
 MAX_PEERS = 250
-
-
-class Bench:
-    """The namespace pair and the processes started in it."""
-
-    def __init__(self, workdir: Path) -> None:
-        suffix = secrets.token_hex(3)
-        self.namespaces = {side: f"nsmem-{suffix}-{side}" for side in ("a", "b")}
-        self.veth = {side: f"nsm{suffix}{side}" for side in ("a", "b")}
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen] = []
-
-    def run(self, side: str, *command: str, check: bool = True, timeout: float = 60) -> str:
-        result = subprocess.run(
-            ["ip", "netns", "exec", self.namespaces[side], *command],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} in {side} failed: {result.stderr.strip()}")
-        return result.stdout
-
-    def popen(self, side: str, *command: str, env: dict | None = None) -> subprocess.Popen:
-        """Start `command` in the namespace; `ip netns exec` execs it, so the PID is its own."""
-        log = (self.workdir / f"{side}-{len(self.processes)}.log").open("w")
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespaces[side], *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def setup(self) -> None:
-        for side in ("a", "b"):
-            subprocess.run(["ip", "netns", "add", self.namespaces[side]], check=True)
-        subprocess.run(
-            ["ip", "link", "add", self.veth["a"], "type", "veth", "peer", "name", self.veth["b"]],
-            check=True,
-        )
-        for side in ("a", "b"):
-            subprocess.run(
-                ["ip", "link", "set", self.veth[side], "netns", self.namespaces[side]], check=True
-            )
-            self.run(side, "ip", "addr", "add", f"{UNDERLAY[side]}/24", "dev", self.veth[side])
-            self.run(side, "ip", "link", "set", self.veth[side], "mtu", "1500", "up")
-            self.run(side, "ip", "link", "set", "lo", "up")
-
-    def stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if process in self.processes:
-            self.processes.remove(process)
-
-    def teardown(self) -> None:
-        for process in list(self.processes):
-            self.stop(process)
-        for namespace in self.namespaces.values():
-            subprocess.run(["ip", "netns", "delete", namespace], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "delete", self.veth["a"]], check=False, capture_output=True)
 
 
 # Setup files
@@ -562,7 +494,7 @@ def main() -> int:
             f"{peer.pk}={UNDERLAY['b']}:{FIRST_PEER_PORT + index}"
             for index, peer in enumerate(peers)
         ]
-        bench = Bench(workdir)
+        bench = Bench(workdir, UNDERLAY, prefix="mem")
         try:
             bench.setup()
             results["bare interpreter (aioquic, cryptography)"] = measure_bare(bench)

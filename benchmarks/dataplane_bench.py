@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,78 +35,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from netns import Bench
+
 from netsody_common.identity import Identity
 
 UNDERLAY = {"a": "192.168.78.1", "b": "192.168.78.2"}
 PORT = 7100
 DIFFICULTY = 8
-
-
-class Bench:
-    """The namespace pair and the processes started in it."""
-
-    def __init__(self, workdir: Path) -> None:
-        suffix = secrets.token_hex(3)
-        self.namespaces = {side: f"nsbench-{suffix}-{side}" for side in ("a", "b")}
-        self.veth = {side: f"nsb{suffix}{side}" for side in ("a", "b")}
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen] = []
-
-    def run(self, side: str, *command: str, check: bool = True, timeout: float = 60) -> str:
-        result = subprocess.run(
-            ["ip", "netns", "exec", self.namespaces[side], *command],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} in {side} failed: {result.stderr.strip()}")
-        return result.stdout
-
-    def popen(self, side: str, *command: str, env: dict | None = None) -> subprocess.Popen:
-        log = (self.workdir / f"{side}-{len(self.processes)}.log").open("w")
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespaces[side], *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def setup(self) -> None:
-        for side in ("a", "b"):
-            subprocess.run(["ip", "netns", "add", self.namespaces[side]], check=True)
-        subprocess.run(
-            ["ip", "link", "add", self.veth["a"], "type", "veth", "peer", "name", self.veth["b"]],
-            check=True,
-        )
-        for side in ("a", "b"):
-            subprocess.run(
-                ["ip", "link", "set", self.veth[side], "netns", self.namespaces[side]], check=True
-            )
-            self.run(side, "ip", "addr", "add", f"{UNDERLAY[side]}/24", "dev", self.veth[side])
-            self.run(side, "ip", "link", "set", self.veth[side], "mtu", "1500", "up")
-            self.run(side, "ip", "link", "set", "lo", "up")
-
-    def stop_processes(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
-        self.processes.clear()
-
-    def teardown(self) -> None:
-        self.stop_processes()
-        for namespace in self.namespaces.values():
-            subprocess.run(["ip", "netns", "delete", namespace], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "delete", self.veth["a"]], check=False, capture_output=True)
 
 
 def iperf_gbits(bench: Bench, address: str, seconds: int) -> float:
@@ -389,7 +323,7 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="netsody-bench-") as directory:
-        bench = Bench(Path(directory))
+        bench = Bench(Path(directory), UNDERLAY, prefix="bench")
         try:
             bench.setup()
             results["veth (no tunnel)"] = measure(bench, UNDERLAY["b"], args)
