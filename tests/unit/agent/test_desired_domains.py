@@ -6,6 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from office_network import CLIENT, GATEWAY, office_document, policy
 
 from netsody_agent.desired import AppliedNetwork, build_desired
 from netsody_agent.reconciler import DnsLink, GatewayRule
@@ -15,35 +16,13 @@ from netsody_common._domains import MIN_TTL_SECONDS
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
 
-CLIENT = "a" * 64
-GATEWAY = "b" * 64
-
-DOCUMENT = f"""
-name = "office"
-network = "10.1.0.0/24"
-
-[[node]]
-hostname = "client"
-ip = "10.1.0.1"
-pk = "{CLIENT}"
-
-[[node]]
-hostname = "gateway"
-ip = "10.1.0.2"
-pk = "{GATEWAY}"
-
-[[resource]]
-dest = "*.example.internal"
-gw = "{GATEWAY}"
-
-[[resource]]
-dest = "db.corp.internal"
-gw = "{GATEWAY}"
-
-[[policy]]
-source_groups = ["node::client"]
-destination_groups = ["resource::*.example.internal", "resource::db.corp.internal"]
-"""
+DOCUMENT = office_document(
+    nodes={"client": "10.1.0.1", "gateway": "10.1.0.2"},
+    resources={"*.example.internal": GATEWAY, "db.corp.internal": GATEWAY},
+    policies=[
+        policy(["node::client"], ["resource::*.example.internal", "resource::db.corp.internal"]),
+    ],
+)
 
 APP = IPv4Address("192.168.9.10")
 

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from office_network import CLIENT, GATEWAY, office_document, policy
 
 from netsody_agent.dns import (
     RCODE_NOERROR,
@@ -42,41 +43,15 @@ from netsody_common._domains import MIN_TTL_SECONDS
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
 
-CLIENT = "a" * 64
-GATEWAY = "b" * 64
-OTHER = "c" * 64
-
-DOCUMENT = f"""
-name = "office"
-network = "127.0.0.0/24"
-
-[[node]]
-hostname = "client"
-ip = "127.0.0.2"
-pk = "{CLIENT}"
-
-[[node]]
-hostname = "gateway"
-ip = "127.0.0.1"
-pk = "{GATEWAY}"
-
-[[node]]
-hostname = "other"
-ip = "127.0.0.3"
-pk = "{OTHER}"
-
-[[resource]]
-dest = "*.example.internal"
-gw = "{GATEWAY}"
-
-[[policy]]
-source_groups = ["node::client"]
-destination_groups = ["resource::*.example.internal"]
-
-[[policy]]
-source_groups = ["node::other"]
-destination_groups = ["node::gateway"]
-"""
+DOCUMENT = office_document(
+    network="127.0.0.0/24",
+    nodes={"client": "127.0.0.2", "gateway": "127.0.0.1", "other": "127.0.0.3"},
+    resources={"*.example.internal": GATEWAY},
+    policies=[
+        policy(["node::client"], ["resource::*.example.internal"]),
+        policy(["node::other"], ["node::gateway"]),
+    ],
+)
 
 APP = "192.168.7.10"
 SHORT = "192.168.7.11"

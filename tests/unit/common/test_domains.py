@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import pytest
+from office_network import CLIENT, GATEWAY, OTHER, SECOND_GATEWAY, office_document, policy
 
 from netsody_common._domains import (
     GATEWAY_GRACE_SECONDS,
@@ -18,50 +19,17 @@ from netsody_common._domains import (
 from netsody_common.document import parse_document
 from netsody_common.policy import EGRESS, INGRESS, compile_for_node
 
-CLIENT = "a" * 64
-GATEWAY = "b" * 64
-OTHER = "c" * 64
-SECOND_GATEWAY = "d" * 64
-
-DOCUMENT = f"""
-name = "office"
-network = "10.1.0.0/24"
-
-[[node]]
-hostname = "client"
-ip = "10.1.0.1"
-pk = "{CLIENT}"
-
-[[node]]
-hostname = "gateway"
-ip = "10.1.0.2"
-pk = "{GATEWAY}"
-
-[[node]]
-hostname = "other"
-ip = "10.1.0.3"
-pk = "{OTHER}"
-
-[[node]]
-hostname = "second"
-ip = "10.1.0.4"
-pk = "{SECOND_GATEWAY}"
-
-[[resource]]
-dest = "*.example.internal"
-gw = "{GATEWAY}"
-
-[[resource]]
-dest = "db.example.internal"
-gw = "{SECOND_GATEWAY}"
-
-[[policy]]
-source_groups = ["node::client"]
-destination_groups = ["resource::*.example.internal", "resource::db.example.internal"]
-[[policy.rules]]
-protocol = "tcp"
-ports = [443]
-"""
+DOCUMENT = office_document(
+    nodes={"client": "10.1.0.1", "gateway": "10.1.0.2", "other": "10.1.0.3", "second": "10.1.0.4"},
+    resources={"*.example.internal": GATEWAY, "db.example.internal": SECOND_GATEWAY},
+    policies=[
+        policy(
+            ["node::client"],
+            ["resource::*.example.internal", "resource::db.example.internal"],
+            tcp_ports=[443],
+        ),
+    ],
+)
 
 APP = IPv4Address("192.168.7.10")
 TCP, UDP = 6, 17

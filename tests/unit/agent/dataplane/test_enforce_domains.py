@@ -8,6 +8,8 @@ import socket
 import struct
 from ipaddress import IPv4Address
 
+from office_network import CLIENT, GATEWAY, OTHER, office_document, policy
+
 from netsody_agent.dataplane import enforce
 from netsody_agent.dataplane.enforce import Enforcer
 from netsody_agent.dataplane.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, parse_ipv4
@@ -15,48 +17,14 @@ from netsody_common._domains import GATEWAY_GRACE_SECONDS, MIN_TTL_SECONDS
 from netsody_common.document import parse_document
 from netsody_common.policy import compile_for_node
 
-CLIENT = "a" * 64
-GATEWAY = "b" * 64
-OTHER = "c" * 64
-
-DOCUMENT = f"""
-name = "office"
-network = "10.1.0.0/24"
-
-[[node]]
-hostname = "client"
-ip = "10.1.0.1"
-pk = "{CLIENT}"
-
-[[node]]
-hostname = "gateway"
-ip = "10.1.0.2"
-pk = "{GATEWAY}"
-
-[[node]]
-hostname = "other"
-ip = "10.1.0.3"
-pk = "{OTHER}"
-
-[[resource]]
-dest = "*.example.internal"
-gw = "{GATEWAY}"
-
-[[resource]]
-dest = "192.168.7.0/24"
-gw = "{GATEWAY}"
-
-[[policy]]
-source_groups = ["node::client"]
-destination_groups = ["resource::*.example.internal"]
-[[policy.rules]]
-protocol = "tcp"
-ports = [443]
-
-[[policy]]
-source_groups = ["node::other"]
-destination_groups = ["node::gateway", "resource::192.168.7.0/24"]
-"""
+DOCUMENT = office_document(
+    nodes={"client": "10.1.0.1", "gateway": "10.1.0.2", "other": "10.1.0.3"},
+    resources={"*.example.internal": GATEWAY, "192.168.7.0/24": GATEWAY},
+    policies=[
+        policy(["node::client"], ["resource::*.example.internal"], tcp_ports=[443]),
+        policy(["node::other"], ["node::gateway", "resource::192.168.7.0/24"]),
+    ],
+)
 
 APP = "192.168.9.10"
 # Inside the static resource 192.168.7.0/24 that only `other` may use.
