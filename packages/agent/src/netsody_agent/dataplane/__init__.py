@@ -149,6 +149,7 @@ class DataPlane(Connections):
         # Packets for the TUN device, written at the end of each receive batch.
         self._coalescer = offload.Coalescer()
         self._tun_pending: list[tuple[bytes, bool]] = []
+        self._receiving = False
 
     # Lifecycle
 
@@ -578,14 +579,19 @@ class DataPlane(Connections):
         if error is not None:
             self._errors.log(logging.INFO, "recv", "UDP receive failed: %s", error)
         session_for = self._relays.session_for
-        for datagram, addr in received:
-            session = session_for(addr)
-            if session is not None:
-                self._relays.receive(session, datagram, now)
-                continue
-            link = self._demultiplex(datagram, addr, now)
-            if link is not None:
-                touched.add(link)
+        # Packets relayed through a super peer session of this batch join the same TUN writes.
+        self._receiving = True
+        try:
+            for datagram, addr in received:
+                session = session_for(addr)
+                if session is not None:
+                    self._relays.receive(session, datagram, now)
+                    continue
+                link = self._demultiplex(datagram, addr, now)
+                if link is not None:
+                    touched.add(link)
+        finally:
+            self._receiving = False
         self._flush_tun()
         for link in touched:
             self._service(link, now)
@@ -600,7 +606,9 @@ class DataPlane(Connections):
         link = self._demultiplex(payload, source, now, via=session)
         if link is not None:
             self._service(link, now)
-        self._flush_tun()
+        if not self._receiving:
+            # Relayed over HTTP/2, outside a socket batch: nothing else comes to join.
+            self._flush_tun()
 
     def _demultiplex(
         self, data: bytes, addr: tuple[str, int], now: float, via: SuperPeerSession | None = None
