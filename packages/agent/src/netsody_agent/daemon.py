@@ -401,20 +401,24 @@ class Daemon:
                 self._apply_done.set()
 
     def _enabled_networks(self) -> list[AppliedNetwork]:
+        """Return the networks to apply: the first of any with overlapping subnets, in order.
+
+        SECURITY: in two overlapping subnets a node of one network may hold the overlay address
+        of a node of the other, and its packets would pass as that node's.
+        """
         networks: list[AppliedNetwork] = []
-        seen_subnets: dict[Any, str] = {}
         for state in self.sources.values():
             for net in state.networks:
-                other = seen_subnets.get(net.subnet)
+                other = next((n for n in networks if n.subnet.overlaps(net.subnet)), None)
                 if other is not None:
                     logger.warning(
-                        "network %s skipped: subnet %s is already used by %s",
+                        "network %s skipped: its subnet %s overlaps %s of network %s",
                         net.name,
                         net.subnet,
-                        other,
+                        other.subnet,
+                        other.name,
                     )
                     continue
-                seen_subnets[net.subnet] = net.name
                 networks.append(net)
         return networks
 

@@ -22,7 +22,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from netsody_agent.dns import (
     build_response,
     parse_response,
 )
-from netsody_common._domains import MIN_TTL_SECONDS, clamp_ttl
+from netsody_common._domains import MIN_TTL_SECONDS, clamp_ttl, unusable_reason
 from netsody_common.policy import GATEWAY_DNS_PORT
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,28 @@ def _capped(addresses: Sequence[IPv4Address]) -> list[IPv4Address]:
     return list(addresses[:MAX_ANSWER_ADDRESSES])
 
 
+def _usable(
+    addresses: Sequence[IPv4Address], networks: Iterable[Any], *, gateway_pk: str, name: str
+) -> list[IPv4Address]:
+    """Return the addresses of an answer for `name` that may be learned (`unusable_reason`)."""
+    networks = list(networks)
+    overlays = [network.network for network in networks]
+    foreign = [
+        route
+        for network in networks
+        for route, gateway in network.routes.items()
+        if gateway != gateway_pk
+    ]
+    usable = []
+    for address in addresses:
+        reason = unusable_reason(address, overlays=overlays, foreign_routes=foreign)
+        if reason is None:
+            usable.append(address)
+        else:
+            logger.warning("address %s resolved for %s was not learned: %s", address, name, reason)
+    return usable
+
+
 class DomainForwarder:
     """Answers the agent resolver's queries for names of domain resources this node may use.
 
@@ -190,13 +212,16 @@ class DomainForwarder:
     ) -> bytes:
         learned = network.learned
         before = set(learned.routes)
+        addresses = _usable(
+            result.addresses, self._networks(), gateway_pk=gateway_pk, name=query.question.name
+        )
         accepted = learned.learn_reachable(
-            dest, gateway_pk, _capped(result.addresses), ttl=result.ttl, now=self._clock()
+            dest, gateway_pk, _capped(addresses), ttl=result.ttl, now=self._clock()
         )
         if not accepted:
             logger.warning(
-                "no address of %s was learned for %s: the resource holds its maximum number of "
-                "addresses, or another gateway routes them",
+                "no address of %s was learned for %s: none was usable, the resource holds its "
+                "maximum number of addresses, or another gateway routes them",
                 query.question.name,
                 dest,
             )
@@ -271,12 +296,15 @@ class GatewayResolver:
             return _empty(query, result.rcode)
         learned = network.learned
         before = set(learned.served)
+        addresses = _usable(result.addresses, [network], gateway_pk=network.pk, name=question.name)
         accepted = learned.learn_served(
-            dest, client_node.pk, _capped(result.addresses), ttl=result.ttl, now=self._clock()
+            dest, client_node.pk, _capped(addresses), ttl=result.ttl, now=self._clock()
         )
         if not accepted:
             logger.warning(
-                "no address of %s was learned: %s holds its maximum", question.name, dest
+                "no address of %s was learned: none was usable, or %s holds its maximum",
+                question.name,
+                dest,
             )
             return _empty(query, RCODE_SERVFAIL)
         if set(learned.served) != before:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 3600
@@ -27,6 +27,40 @@ MAX_ADDRESSES_PER_RESOURCE = 64
 GATEWAY_GRACE_SECONDS = 30
 
 WILDCARD_PREFIX = "*."
+
+
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")
+
+
+def unusable_reason(
+    address: IPv4Address,
+    *,
+    overlays: Iterable[IPv4Network],
+    foreign_routes: Iterable[IPv4Network],
+) -> str | None:
+    """Return why a resolved address must not be learned for a domain resource, or None.
+
+    SECURITY: the gateway and its upstream DNS choose the answer freely. A learned address gets
+    a route into the overlay and is accepted as a source of the gateway's packets, so an answer
+    naming a node's overlay address, another gateway's resource, or loopback, broadcast and the
+    like would let it spoof that node or resource, or cut the host off from its own addresses.
+    """
+    if (
+        address.is_loopback
+        or address.is_multicast
+        or address.is_unspecified
+        or address.is_link_local
+        or address.is_reserved
+        or address in _THIS_NETWORK
+    ):
+        return "not a unicast address"
+    for network in overlays:
+        if address in network:
+            return f"inside the overlay network {network}"
+    for network in foreign_routes:
+        if address in network:
+            return f"inside {network}, a resource of another gateway"
+    return None
 
 
 def normalize_name(name: str) -> str:

@@ -351,9 +351,11 @@ def _coalescing_key(packet: bytes) -> tuple[bytes | None, int, int]:
     flags = packet[33]
     if flags & ~_PSH != _ACK or packet[6] & 0x3F or packet[7]:
         return None, 0, 0
-    headers = 20 + (packet[32] >> 4) * 4
+    data_offset = packet[32] >> 4
+    headers = 20 + data_offset * 4
     total = (packet[2] << 8) | packet[3]
-    if total <= headers or total != len(packet):
+    # SECURITY: a peer controls every field; a data offset below 5 would cut TCP headers short.
+    if data_offset < 5 or total <= headers or total != len(packet):
         return None, 0, 0
     key = packet[1:2] + packet[6:10] + packet[12:24] + packet[28:33] + packet[34:36]
     key += packet[38:headers]
