@@ -7,6 +7,7 @@ integration tests run it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -19,6 +20,7 @@ from netsody_agent.daemon import Daemon, DaemonOptions
 from netsody_agent.errors import AgentError, LocalApiError
 from netsody_agent.localapi import LocalApiClient
 from netsody_agent.reconciler.oslayer import OsLayer, fake_os_layer
+from netsody_agent.settings import ManualNetwork, load_settings, save_settings
 from netsody_common.identity import Identity
 
 WAIT_SECONDS = 15.0
@@ -256,3 +258,18 @@ async def test_second_daemon_on_same_state_dir_fails(running) -> None:
     await second.stop()
     status = await call(daemon.state_dir, "status")
     assert status["identity"] == daemon.pk
+
+
+async def test_reload_reads_settings_changed_on_disk(running, tmp_path: Path) -> None:
+    daemon, _layer = running
+    network = tmp_path / "added.toml"
+    network.write_text('name = "added"\nnetwork = "10.77.0.0/24"\n')
+    settings = load_settings(daemon.state_dir)
+    save_settings(
+        daemon.state_dir,
+        dataclasses.replace(settings, manual_networks=(ManualNetwork(network.as_uri()),)),
+    )
+
+    await daemon.reload()
+
+    assert ManualNetwork(network.as_uri()).source_id in daemon.sources

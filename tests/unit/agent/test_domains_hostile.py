@@ -48,7 +48,7 @@ def udp(src: str, sport: int, dst: str, dport: int):
 
 
 async def learn_from_hostile_gateway(
-    monkeypatch: pytest.MonkeyPatch, network, addresses: list[str]
+    monkeypatch: pytest.MonkeyPatch, network, addresses: list[str], protected=frozenset()
 ) -> None:
     """Let the client's forwarder resolve a resource name to `addresses` through the gateway."""
 
@@ -60,7 +60,7 @@ async def learn_from_hostile_gateway(
     async def applied() -> None:
         return None
 
-    forwarder = DomainForwarder(lambda: [network], applied)
+    forwarder = DomainForwarder(lambda: [network], applied, protected=lambda: set(protected))
     query = parse_query(build_query("app.example.internal", query_id=7))
     await forwarder.answer(query, ("127.0.0.1", 5353))
 
@@ -97,3 +97,17 @@ async def test_special_addresses_get_no_route(
     desired, _ = build_desired([network], dns_server="127.0.0.153")
     assert IPv4Network("192.168.9.10/32") in desired.routes
     assert IPv4Network(f"{address}/32") not in desired.routes
+
+
+async def test_underlay_addresses_are_not_learned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SECURITY: an answer naming the super peer or this host's own LAN address must not pull
+    the agent's own underlay traffic into the overlay towards the gateway."""
+    document = parse_document(DOCUMENT)
+    client = compile_for_node(document, CLIENT)
+    underlay = {IPv4Address("192.168.88.1"), IPv4Address("192.168.88.2")}
+
+    await learn_from_hostile_gateway(
+        monkeypatch, client, ["192.168.88.1", "192.168.88.2", "192.168.9.10"], underlay
+    )
+
+    assert client.learned.reachable_addresses() == {IPv4Address("192.168.9.10")}

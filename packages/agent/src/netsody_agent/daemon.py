@@ -19,13 +19,21 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from netsody_agent import __version__
 from netsody_agent.apihandlers import handlers
 from netsody_agent.controller import ControllerClient, os_name
-from netsody_agent.desired import DEFAULT_MTU, AppliedNetwork, build_desired, unsafe_overlay_reason
+from netsody_agent.desired import (
+    DEFAULT_MTU,
+    AppliedNetwork,
+    build_desired,
+    route_conflict,
+    unsafe_overlay_reason,
+)
 from netsody_agent.dns import DnsResolver, RecordTable
 from netsody_agent.domains import (
     RESOLV_CONF,
@@ -36,6 +44,7 @@ from netsody_agent.domains import (
 )
 from netsody_agent.errors import AgentError, ConfigSourceError, ControllerError
 from netsody_agent.localapi import LocalApiServer
+from netsody_agent.netif import local_ipv4_addresses
 from netsody_agent.netsync import SourceRunner, SourceState
 from netsody_agent.reconciler import Reconciler
 from netsody_agent.reconciler.oslayer import OsLayer
@@ -118,7 +127,11 @@ class Daemon:
         # The compiled networks that domain names resolve against, switched with each apply
         # before anything is awaited, so a name is never learned into a replaced network.
         self.domain_networks: list[Any] = []
-        self.forwarder = DomainForwarder(lambda: self.domain_networks, self._learned_changed)
+        self.forwarder = DomainForwarder(
+            lambda: self.domain_networks,
+            self._learned_changed,
+            protected=self.protected_addresses,
+        )
         self.gateway_listeners = GatewayListeners(self._gateway_resolver, device=None)
         self._compiled_by_id: dict[str, Any] = {}
         self._dataplane_networks: list[Any] | None = None
@@ -134,6 +147,7 @@ class Daemon:
         self._apply_task: asyncio.Task[None] | None = None
         self._report_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._reload_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._lock_fd: int | None = None
 
@@ -170,16 +184,30 @@ class Daemon:
         logger.info("netsody agent started")
 
     async def run(self) -> None:
-        """Start, wait for SIGTERM or SIGINT, stop."""
+        """Start, wait for SIGTERM or SIGINT, stop. SIGHUP reloads (see `reload`)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         try:
             await self.start()
             await self._stop.wait()
             logger.info("shutdown requested")
         finally:
             await self.stop()
+
+    def _on_hangup(self) -> None:
+        logger.info("SIGHUP received: reloading the settings and the configuration")
+        self._reload_task = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        """Read the settings file again, restart changed sources and apply the configuration."""
+        try:
+            self.settings = load_settings(self.state_dir)
+        except AgentError as exc:
+            logger.error("reload failed, keeping the current settings: %s", exc)
+            return
+        await self.sync_sources()
 
     def request_stop(self) -> None:
         """Make `run()` return after a clean shutdown."""
@@ -407,8 +435,13 @@ class Daemon:
         of a node of the other, and its packets would pass as that node's.
         """
         networks: list[AppliedNetwork] = []
+        protected = self.protected_addresses()
         for state in self.sources.values():
             for net in state.networks:
+                conflict = route_conflict(net.subnet, protected)
+                if conflict is not None:
+                    logger.warning("network %s skipped: %s", net.name, conflict)
+                    continue
                 other = next((n for n in networks if n.subnet.overlaps(net.subnet)), None)
                 if other is not None:
                     logger.warning(
@@ -428,7 +461,12 @@ class Daemon:
         compiled = [net.compiled for net in networks]
         self._adopt_learned(networks)
         dns_server = self.options.dns_host if self.resolver is not None else None
-        desired, records = build_desired(networks, mtu=self.options.mtu, dns_server=dns_server)
+        desired, records = build_desired(
+            networks,
+            mtu=self.options.mtu,
+            dns_server=dns_server,
+            protected=self.protected_addresses(),
+        )
         errors = await asyncio.to_thread(self.reconciler.apply, desired)
         self.records.replace(records)
         errors += await self.gateway_listeners.sync(
@@ -490,8 +528,31 @@ class Daemon:
 
         resolv_conf = self.options.resolv_conf
         return GatewayResolver(
-            network, self._learned_changed, nameservers=lambda: read_nameservers(resolv_conf)
+            network,
+            self._learned_changed,
+            nameservers=lambda: read_nameservers(resolv_conf),
+            protected=self.protected_addresses,
         )
+
+    def protected_addresses(self) -> set[IPv4Address]:
+        """Return the IPv4 addresses the agent reaches through the underlay.
+
+        No overlay network, route or learned address may cover them (see
+        `desired.route_conflict`): the super peers and the controller (when given as address
+        literals or already resolved by the data plane), the peers' endpoints and this host's
+        own addresses.
+        """
+        protected = {
+            address
+            for url in (self.settings.controller, *self.settings.super_peers)
+            if (address := _ipv4_host(url)) is not None
+        }
+        underlay = getattr(self.dataplane, "underlay_addresses", None)
+        if underlay is not None:
+            protected.update(underlay())
+        device = getattr(self.tun, "name", self.options.device)
+        protected.update(IPv4Address(address) for address in local_ipv4_addresses({device}))
+        return protected
 
     async def _expire_loop(self) -> None:
         """Forget learned addresses whose TTL ran out, and remove their routes and rules."""
@@ -567,3 +628,14 @@ def _source_changed(current: SourceState, wanted: SourceState) -> bool:
     if isinstance(old, ControllerSource) and isinstance(new, ControllerSource):
         return old.client.base != new.client.base or old.client.credential != new.client.credential
     return False
+
+
+def _ipv4_host(url: str | None) -> IPv4Address | None:
+    """Return the host of `url` when it is an IPv4 address literal, else None."""
+    if not url:
+        return None
+    host = urlsplit(url if "//" in url else f"//{url}").hostname
+    try:
+        return IPv4Address(host or "")
+    except ValueError:
+        return None

@@ -116,15 +116,37 @@ def resource_domains(network: Any) -> set[str]:
     return {dest.removeprefix("*.") for dest in getattr(network, "domain_routes", {})}
 
 
+def route_conflict(route: IPv4Network, protected: Iterable[IPv4Address]) -> str | None:
+    """Return why `route` must not go into the TUN device, or None when it may.
+
+    SECURITY: a route over unsafe address space (`unsafe_overlay_reason`) or over an address the
+    agent itself reaches through the underlay (`protected`: super peers, the controller, peer
+    endpoints, this host's own addresses) would send the agent's own traffic into the overlay:
+    it loses its signaling and relays, and a gateway could take over that traffic.
+    """
+    reason = unsafe_overlay_reason(route)
+    if reason is not None:
+        return reason
+    for address in protected:
+        if address in route:
+            return f"{route} contains {address}, which the agent reaches through the underlay"
+    return None
+
+
 def build_desired(
-    networks: Iterable[AppliedNetwork], *, mtu: int = DEFAULT_MTU, dns_server: str | None = None
+    networks: Iterable[AppliedNetwork],
+    *,
+    mtu: int = DEFAULT_MTU,
+    dns_server: str | None = None,
+    protected: Iterable[IPv4Address] = (),
 ) -> tuple[DesiredState, dict[str, IPv4Address]]:
     """Return the desired machine state and the DNS records of `networks`.
 
     Routes cover resources outside every overlay subnet (the subnets are on-link through the
-    addresses) and the learned addresses of domain resources (/32 each). Gateway rules let each
-    permitted client reach each resource this node serves. The system resolver sends the zone
-    and the domains of usable domain resources to `dns_server`.
+    addresses) and the learned addresses of domain resources (/32 each), except routes with a
+    `route_conflict` (logged). Gateway rules let each permitted client reach each resource this
+    node serves. The system resolver sends the zone and the domains of usable domain resources
+    to `dns_server`.
     """
     addresses: set[IPv4Interface] = set()
     routes: set[IPv4Network] = set()
@@ -146,6 +168,12 @@ def build_desired(
         for name, ip in hostnames(compiled).items():
             records.setdefault(name, ip)
     routes = {route for route in routes if not any(route.subnet_of(s) for s in subnets)}
+    protected = list(protected)
+    for route in sorted(routes):
+        conflict = route_conflict(route, protected)
+        if conflict is not None:
+            logger.warning("route %s not installed: %s", route, conflict)
+            routes.discard(route)
     dns = None
     if dns_server and (records or domains):
         dns = DnsLink(dns_server, "netsody.me", tuple(sorted(domains)))

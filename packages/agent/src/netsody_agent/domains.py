@@ -122,9 +122,18 @@ def _capped(addresses: Sequence[IPv4Address]) -> list[IPv4Address]:
 
 
 def _usable(
-    addresses: Sequence[IPv4Address], networks: Iterable[Any], *, gateway_pk: str, name: str
+    addresses: Sequence[IPv4Address],
+    networks: Iterable[Any],
+    *,
+    gateway_pk: str,
+    name: str,
+    protected: set[IPv4Address],
 ) -> list[IPv4Address]:
-    """Return the addresses of an answer for `name` that may be learned (`unusable_reason`)."""
+    """Return the addresses of an answer for `name` that may be learned.
+
+    Left out: what `unusable_reason` names, and `protected` addresses, which the agent reaches
+    through the underlay (see `desired.route_conflict`).
+    """
     networks = list(networks)
     overlays = [network.network for network in networks]
     foreign = [
@@ -136,6 +145,8 @@ def _usable(
     usable = []
     for address in addresses:
         reason = unusable_reason(address, overlays=overlays, foreign_routes=foreign)
+        if reason is None and address in protected:
+            reason = "the agent reaches it through the underlay"
         if reason is None:
             usable.append(address)
         else:
@@ -147,7 +158,8 @@ class DomainForwarder:
     """Answers the agent resolver's queries for names of domain resources this node may use.
 
     `networks` returns the compiled networks in effect; `on_learned` is awaited after new
-    addresses were learned and must install their routes.
+    addresses were learned and must install their routes. `protected` returns the addresses
+    that must never be learned (the daemon's `protected_addresses`).
     """
 
     def __init__(
@@ -155,11 +167,13 @@ class DomainForwarder:
         networks: Callable[[], Sequence[Any]],
         on_learned: OnLearned,
         *,
+        protected: Callable[[], set[IPv4Address]] = set,
         gateway_port: int = GATEWAY_DNS_PORT,
         timeout: float = FORWARD_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._networks = networks
+        self._protected = protected
         self._on_learned = on_learned
         self._gateway_port = gateway_port
         self._timeout = timeout
@@ -213,7 +227,11 @@ class DomainForwarder:
         learned = network.learned
         before = set(learned.routes)
         addresses = _usable(
-            result.addresses, self._networks(), gateway_pk=gateway_pk, name=query.question.name
+            result.addresses,
+            self._networks(),
+            gateway_pk=gateway_pk,
+            name=query.question.name,
+            protected=self._protected(),
         )
         accepted = learned.learn_reachable(
             dest, gateway_pk, _capped(addresses), ttl=result.ttl, now=self._clock()
@@ -246,12 +264,14 @@ class GatewayResolver:
         on_learned: OnLearned,
         *,
         nameservers: Callable[[], list[str]] = read_nameservers,
+        protected: Callable[[], set[IPv4Address]] = set,
         upstream_port: int = 53,
         timeout: float = UPSTREAM_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._network = network
         self._on_learned = on_learned
+        self._protected = protected
         self._nameservers = nameservers
         self._upstream_port = upstream_port
         self._timeout = timeout
@@ -296,7 +316,13 @@ class GatewayResolver:
             return _empty(query, result.rcode)
         learned = network.learned
         before = set(learned.served)
-        addresses = _usable(result.addresses, [network], gateway_pk=network.pk, name=question.name)
+        addresses = _usable(
+            result.addresses,
+            [network],
+            gateway_pk=network.pk,
+            name=question.name,
+            protected=self._protected(),
+        )
         accepted = learned.learn_served(
             dest, client_node.pk, _capped(addresses), ttl=result.ttl, now=self._clock()
         )

@@ -37,9 +37,11 @@ ingress rules (`enforce.Enforcer`). A packet larger than the path carries gets a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from ipaddress import IPv4Address
 from typing import Any
 
 from aioquic.buffer import Buffer
@@ -268,6 +270,25 @@ class DataPlane(Connections):
         self._endpoints[pk] = list(endpoints)
         if self._loop is not None:
             self._dial_missing(self._now())
+
+    def underlay_addresses(self) -> set[IPv4Address]:
+        """Return the IPv4 addresses this data plane sends to through the underlay.
+
+        The super peers' addresses, the peers' static endpoints and the addresses the
+        connections use now: none of them may be routed into the overlay. Other candidates are
+        left out, because a peer's LAN address may lie inside a resource it serves.
+        """
+        addresses = {session.address[0] for session in self._relays.sessions}
+        for endpoints in self._endpoints.values():
+            addresses.update(host for host, _port in endpoints)
+        for link in self._links.values():
+            if type(link.remote) is tuple:
+                addresses.add(link.remote[0])
+        result = set()
+        for host in addresses:
+            with contextlib.suppress(ValueError):
+                result.add(IPv4Address(host))
+        return result
 
     # Status
 

@@ -9,10 +9,8 @@ from our socket too, but counts as a relay path. Preference: direct, then relay 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 from netsody_agent.dataplane.superpeer import SuperPeerSession, parse_super_peer_url
 from netsody_agent.dataplane.superpeer_h2 import H2SuperPeerSession
+from netsody_agent.netif import local_ipv4_addresses
 from netsody_common import wire
 from netsody_common.identity import Identity
 
@@ -42,7 +41,6 @@ RECONNECT_SECONDS = 10.0
 # authenticate, up to RECONNECT_MAX_SECONDS.
 RECONNECT_MIN_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
-SIOCGIFADDR = 0x8915
 
 
 @dataclass(frozen=True)
@@ -54,24 +52,6 @@ class RelayRoute:
 
     def __str__(self) -> str:
         return f"{self.target[0]}:{self.target[1]} via {self.session.url}"
-
-
-def local_ipv4_addresses(exclude_interfaces: set[str]) -> list[str]:
-    """IPv4 addresses of the local interfaces, without loopback and `exclude_interfaces`."""
-    addresses = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _index, name in socket.if_nameindex():
-            if name in exclude_interfaces or name == "lo":
-                continue
-            request = struct.pack("256s", name.encode()[:15])
-            try:
-                result = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-            except OSError:
-                continue
-            address = socket.inet_ntoa(result[20:24])
-            if not address.startswith("127."):
-                addresses.append(address)
-    return addresses
 
 
 class SuperPeers:
