@@ -28,3 +28,15 @@ def test_http_url_valid_kept() -> None:
     assert validate_http_url("https://c.example:8443/api/", option="--controller") == (
         "https://c.example:8443/api"
     )
+
+
+def test_file_url_with_host_rejected() -> None:
+    with pytest.raises(SettingsError) as raised:
+        validate_network_url("file://tmp/x.toml")
+
+    assert "file:///tmp/x.toml" in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/x.toml", "file://localhost/tmp/x.toml"])
+def test_local_file_url_accepted(url: str) -> None:
+    assert validate_network_url(url) == url

@@ -89,6 +89,12 @@ def validate_network_url(url: str) -> str:
     """Return `url` if it is a `file://` or `https://` URL, else raise `SettingsError`."""
     parts = _split_url(url, "network URL")
     if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            # file://tmp/x.toml names host "tmp" and path /x.toml, which is never what was meant.
+            raise SettingsError(
+                f"network URL {url!r} names host {parts.netloc!r}: use three slashes for a "
+                f"local file, e.g. file:///{parts.netloc}{parts.path}"
+            )
         if not parts.path.startswith("/"):
             raise SettingsError(
                 f"network URL {url!r} needs an absolute path, e.g. file:///etc/x.toml"
