@@ -1,5 +1,7 @@
 """The agent's UDP socket on loopback: segmented sends, joined receives, run boundaries."""
 
+import socket
+
 import pytest
 
 from netsody_agent.dataplane import udp
@@ -67,3 +69,22 @@ def test_send_many_without_segmentation_sends_one_by_one():
         sender.close()
 
     assert [data for data, _source in received] == datagrams
+
+
+def test_receive_counts_datagrams_the_kernel_dropped():
+    receiver = udp.UdpSocket("127.0.0.1", 0)
+    sender = udp.UdpSocket("127.0.0.1", 0)
+    receiver._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        for _ in range(200):
+            sender.send(bytes(1000), ("127.0.0.1", receiver.port))
+        receive_all(receiver, 1)
+        # The kernel reports the count with the first datagram queued after the drops.
+        sender.send(b"after", ("127.0.0.1", receiver.port))
+        received = receive_all(receiver, 1)
+    finally:
+        receiver.close()
+        sender.close()
+
+    assert received[-1][0] == b"after"
+    assert receiver.overflows > 0

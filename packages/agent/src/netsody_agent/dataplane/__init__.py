@@ -328,6 +328,8 @@ class DataPlane(Connections):
         drops = dict(self.drops)
         if self._sock is not None and self._sock.truncated:
             drops["truncated"] = self._sock.truncated
+        if self._sock is not None and self._sock.overflows:
+            drops["socket-overflow"] = self._sock.overflows
         return {
             "listen_port": self.listen_port,
             "tun_offload": self.tun.vnet_header,

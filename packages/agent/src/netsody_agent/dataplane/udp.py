@@ -23,11 +23,14 @@ SO_RCVBUFFORCE = 33
 # Socket options of linux/udp.h.
 UDP_SEGMENT = 103
 UDP_GRO = 104
+# asm-generic/socket.h: every recvmsg reports the datagrams the socket dropped so far because
+# its receive buffer was full.
+SO_RXQ_OVFL = 40
 # Limits of one segmented send: the kernel takes at most 64 segments (UDP_MAX_SEGMENTS) and one
 # UDP datagram's worth of bytes.
 MAX_SEGMENTS = 64
 MAX_SEGMENTED_BYTES = 65000
-_GRO_CONTROL_SIZE = socket.CMSG_SPACE(4)
+_CONTROL_SIZE = 2 * socket.CMSG_SPACE(4)
 _RECEIVE_SIZE = 65535
 # Errors of a sendmsg with UDP_SEGMENT on a kernel or device without segmentation offload.
 _NO_SEGMENTATION = (errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EIO)
@@ -53,10 +56,16 @@ class UdpSocket:
             sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
         except OSError as error:
             logger.info("UDP receive offload unavailable: %s", error.strerror)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        except OSError as error:
+            logger.info("socket drop counter unavailable: %s", error.strerror)
         self._sock = sock
         self.port: int = sock.getsockname()[1]
         self.segmentation = True
         self.truncated = 0
+        # Datagrams the kernel dropped because the receive buffer was full (SO_RXQ_OVFL).
+        self.overflows = 0
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -74,7 +83,7 @@ class UdpSocket:
         received: list[tuple[bytes, Any]] = []
         for _ in range(limit):
             try:
-                data, control, flags, address = sock.recvmsg(_RECEIVE_SIZE, _GRO_CONTROL_SIZE)
+                data, control, flags, address = sock.recvmsg(_RECEIVE_SIZE, _CONTROL_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -82,7 +91,7 @@ class UdpSocket:
             if flags & socket.MSG_TRUNC:
                 self.truncated += 1
                 continue
-            size = _segment_size(control)
+            size = self._read_control(control)
             if 0 < size < len(data):
                 received.extend(
                     (data[start : start + size], address) for start in range(0, len(data), size)
@@ -90,6 +99,21 @@ class UdpSocket:
             else:
                 received.append((data, address))
         return received, None
+
+    def _read_control(self, control: list[tuple[int, int, bytes]]) -> int:
+        """Return the datagram size of a UDP_GRO control message (0 without one).
+
+        Also keep the drop count of an SO_RXQ_OVFL control message.
+        """
+        size = 0
+        for level, kind, value in control:
+            if len(value) < 4:
+                continue
+            if level == socket.SOL_UDP and kind == UDP_GRO:
+                size = int.from_bytes(value[:4], "little")
+            elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
+                self.overflows = int.from_bytes(value[:4], "little")
+        return size
 
     def send(self, data: bytes, address: Any) -> bool:
         """Send one datagram; False when the socket buffer is full. Raises other OSErrors."""
@@ -140,12 +164,6 @@ def _set_buffer(sock: socket.socket, option: int, forced: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
 
 
-def _segment_size(control: list[tuple[int, int, bytes]]) -> int:
-    """Return the datagram size of a UDP_GRO control message, or 0 without one."""
-    for level, kind, value in control:
-        if level == socket.SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            return int.from_bytes(value[:4], "little")
-    return 0
 
 
 def _run_end(datagrams: list[bytes], start: int) -> int:
