@@ -1,6 +1,7 @@
 """DataPlane decisions that need no socket: oversize packets, drop counters, replay window."""
 
 import importlib.util
+import os
 import socket
 import struct
 from pathlib import Path
@@ -260,3 +261,22 @@ async def test_unknown_payload_flags_drop_the_datagram(identities, flags):
 
     assert tun.written == []
     assert link.stats.drops == {enforce.DROP_MALFORMED: 1}
+
+
+async def test_undecryptable_initial_holds_no_handshake_slot(identities):
+    plane, _tun, _link = await plane_with_peer_up(identities)
+    payload_length = 1200 - 26
+    initial = (
+        b"\xc3\x00\x00\x00\x01"  # long header, Initial, QUIC version 1
+        + b"\x08" + os.urandom(8)  # destination connection ID
+        + b"\x08" + os.urandom(8)  # source connection ID
+        + b"\x00"  # no token
+        + struct.pack("!H", 0x4000 | payload_length)
+        + os.urandom(payload_length)
+    )  # fmt: skip
+
+    assert plane._demultiplex(initial, ("192.0.2.7", 4433), 1.0) is None
+
+    assert plane._pending == set()
+    assert plane._by_cid == {}
+    assert plane.drops == {"undecryptable-initial": 1}

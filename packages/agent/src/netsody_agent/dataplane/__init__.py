@@ -664,6 +664,15 @@ class DataPlane(Connections):
             link = self._accept(data, addr)
             if link is None:
                 return None
+            link.receive(data, now)
+            if not link.initial_received():
+                # SECURITY: an Initial that does not decrypt must not hold one of the
+                # MAX_PENDING_HANDSHAKES slots until the handshake timeout.
+                self._forget_pending(link)
+                self._drop("undecryptable-initial")
+                return None
+            self._note_path(link, addr, via, now, authentic=False)
+            return link
         authentic = link.receive(data, now)
         self._note_path(link, addr, via, now, authentic=authentic)
         return link

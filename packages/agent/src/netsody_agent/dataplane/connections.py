@@ -124,10 +124,14 @@ class Connections:
     def _dialer_pk(self, link: PeerLink) -> str:
         return self.identity.pk if link.is_dialer else link.peer_pk or ""
 
-    def _on_link_closed(self, link: PeerLink) -> None:
+    def _forget_pending(self, link: PeerLink) -> None:
+        """Drop a connection from the handshake set and its connection IDs from the index."""
         self._pending.discard(link)
         for cid in [cid for cid, owner in self._by_cid.items() if owner is link]:
             del self._by_cid[cid]
+
+    def _on_link_closed(self, link: PeerLink) -> None:
+        self._forget_pending(link)
         if link.timer_handle is not None:
             link.timer_handle.cancel()
             link.timer_handle = None

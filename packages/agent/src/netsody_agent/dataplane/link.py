@@ -218,6 +218,12 @@ class PeerLink:
             self.last_received = now
         return authentic
 
+    def initial_received(self) -> bool:
+        """Return True once a packet of the peer's Initial decrypted (or its space is gone)."""
+        spaces = self.connection._spaces
+        space = spaces.get(Epoch.INITIAL) if spaces else None
+        return space is None or space.largest_received_packet >= 0
+
     def _largest_received(self) -> int:
         spaces = self.connection._spaces
         space = spaces.get(Epoch.ONE_RTT) if spaces else None

@@ -164,8 +164,6 @@ def _set_buffer(sock: socket.socket, option: int, forced: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
 
 
-
-
 def _run_end(datagrams: list[bytes], start: int) -> int:
     """Return the end of the run from `start` that one segmented send may carry.
 
