@@ -273,3 +273,16 @@ async def test_reload_reads_settings_changed_on_disk(running, tmp_path: Path) ->
     await daemon.reload()
 
     assert ManualNetwork(network.as_uri()).source_id in daemon.sources
+
+
+async def test_invalid_first_document_says_nothing_is_kept(running, tmp_path) -> None:
+    daemon, _layer = running
+    doc = tmp_path / "broken.toml"
+    doc.write_text('name = "broken"\nnetwork = "not a subnet"\n')
+    await call(daemon.state_dir, "network.add", url=doc.as_uri())
+
+    await wait_until(
+        lambda: any(state.error for state in daemon.sources.values()), "the invalid document"
+    )
+    status = await call(daemon.state_dir, "status")
+    assert "no valid configuration from this source yet" in status["networks"][0]["error"]

@@ -91,7 +91,7 @@ class SourceRunner:
                 if not state.fetch_failing:
                     state.fetch_failing = True
                     state.error_before_fetch_failure = state.error
-                self._record_error(state, f"{exc} (keeping the last valid configuration)")
+                self._record_error(state, f"{exc} ({_kept(state)})")
                 state.first_result.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -124,7 +124,7 @@ class SourceRunner:
         try:
             networks = self.validate(snapshot)
         except ConfigSourceError as exc:
-            self._record_error(state, f"{exc} (keeping the last valid configuration)")
+            self._record_error(state, f"{exc} ({_kept(state)})")
             return
         if state.error is not None:
             logger.info("configuration source %s recovered", state.source.description)
@@ -153,3 +153,10 @@ class SourceRunner:
         state.error = message
         if changed:
             self.on_change()
+
+
+def _kept(state: SourceState) -> str:
+    """Say what the agent applies while a source fails: its last valid configuration, or none."""
+    if state.snapshot is None:
+        return "no valid configuration from this source yet"
+    return "keeping the last valid configuration"
