@@ -34,6 +34,7 @@ from aioquic.quic.events import (
 )
 
 from netsody_common import quicfast
+from netsody_common.udpsend import SegmentedSender
 from netsody_common.wire import (
     CapsuleReader,
     WireError,
@@ -99,9 +100,11 @@ class H3ServerProtocol(QuicConnectionProtocol):
         hub: Hub,
         router: RequestRouter,
         handshake_timeout: float,
+        outbox: Outbox | None = None,
     ) -> None:
         super().__init__(quic, stream_handler)
         self.hub = hub
+        self._outbox = outbox
         self.session: SignalSession | None = None
         self.remote_ip = ""
         self._router = router
@@ -156,7 +159,10 @@ class H3ServerProtocol(QuicConnectionProtocol):
             datagram = (bytes((quarter,)) if quarter < 0x40 else encode_varint(quarter)) + payload
             if len(datagram) + quicfast.overhead(quic) > MAX_UDP_PAYLOAD:
                 return False
-            self._transport.sendto(self._fast.seal(datagram), addr)
+            if self._outbox is not None:
+                self._outbox.add(self._fast.seal(datagram), addr)
+            else:
+                self._transport.sendto(self._fast.seal(datagram), addr)
             return True
         # NOTE: aioquic keeps queued DATAGRAM frames in an unbounded private deque and never
         # sends one that does not fit a packet, so both are checked before queueing.
@@ -361,6 +367,42 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self.transmit()
 
 
+class Outbox(SegmentedSender):
+    """Sealed relay datagrams of one event loop turn, sent per agent in few system calls.
+
+    A datagram waits at most until the end of the current loop turn (`flush` is scheduled with
+    `call_soon` when the first one arrives), and the reader flushes at the end of each batch.
+    """
+
+    def __init__(self, sock: socket.socket, hub: Hub) -> None:
+        super().__init__(sock)
+        self._hub = hub
+        self._queued: dict[Any, list[bytes]] = {}
+        self._scheduled = False
+
+    def add(self, data: bytes, addr: Any) -> None:
+        queued = self._queued.get(addr)
+        if queued is None:
+            self._queued[addr] = [data]
+        else:
+            queued.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        queued, self._queued = self._queued, {}
+        for addr, datagrams in queued.items():
+            try:
+                dropped = self.send_many(datagrams, addr)
+            except OSError as exc:
+                dropped = len(datagrams)
+                warn_repeated(logger, f"send:{exc.errno}", "QUIC send to %s failed: %s", addr, exc)
+            if dropped:
+                self._hub.stats.drops["send_buffer_full"] += dropped
+
+
 class H3Server(QuicServer):
     """aioquic's server, reading its socket in batches and routing short-header packets of
     known connections by their connection ID without parsing the header first."""
@@ -377,6 +419,8 @@ class H3Server(QuicServer):
     def _cid_length(self) -> int:
         return int(self._configuration.connection_id_length)
 
+    outbox: Outbox | None = None
+
     def read_ready(self, sock: socket.socket) -> None:
         """Read up to `_READ_BATCH` datagrams; asyncio's transport reads one per loop turn."""
         receive = sock.recvfrom
@@ -385,11 +429,13 @@ class H3Server(QuicServer):
             try:
                 data, addr = receive(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 logger.debug("QUIC socket receive failed: %s", exc)
-                return
+                break
             handle(data, addr)
+        if self.outbox is not None:
+            self.outbox.flush()
 
 
 async def start_h3(
@@ -404,12 +450,18 @@ async def start_h3(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((host, port))
+    outbox = Outbox(sock, hub)
     create = partial(
-        H3ServerProtocol, hub=hub, router=router, handshake_timeout=hub.settings.handshake_timeout
+        H3ServerProtocol,
+        hub=hub,
+        router=router,
+        handshake_timeout=hub.settings.handshake_timeout,
+        outbox=outbox,
     )
     transport, server = await loop.create_datagram_endpoint(
         lambda: H3Server(configuration=configuration, create_protocol=create), sock=sock
     )
+    server.outbox = outbox
     # NOTE: the transport keeps sending, and buffering when the socket is full. Only its reader
     # (one datagram per loop turn) is replaced, through the selector loop's private methods,
     # because the public ones reject a socket that a transport owns. Closing the transport

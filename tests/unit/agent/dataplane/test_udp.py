@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from netsody_agent.dataplane import udp
+from netsody_common.udpsend import run_end
 
 
 @pytest.mark.parametrize(
@@ -22,7 +23,7 @@ def test_run_end_splits_by_size_and_limits(sizes, runs):
     found = []
     start = 0
     while start < len(datagrams):
-        end = udp._run_end(datagrams, start)
+        end = run_end(datagrams, start)
         found.append(end - start)
         start = end
 
