@@ -14,6 +14,7 @@ from ninja.parser import Parser
 
 from netsody_controller import __version__, oidc
 from netsody_controller.accounts.api import router as accounts_router
+from netsody_controller.accounts.api import users_router
 from netsody_controller.agent.api import router as agent_router
 from netsody_controller.auth import UserAuth
 from netsody_controller.errors import ApiError, ErrorCode, InvalidRequestError
@@ -144,6 +145,7 @@ def _unexpected(request: HttpRequest, error: Exception) -> HttpResponse:
 
 
 api.add_router("/me", accounts_router)
+api.add_router("/users", users_router)
 api.add_router("/devices", devices_router)
 api.add_router("/networks", networks_router)
 api.add_router("/networks", nodes_router)

@@ -16,6 +16,7 @@ from django.conf import settings
 from ninja.security import HttpBearer
 
 from netsody_controller import oidc
+from netsody_controller.accounts import services
 from netsody_controller.accounts.models import User
 from netsody_controller.caching import TtlCache
 from netsody_controller.credentials import CredentialVerifier, looks_like_credential
@@ -105,6 +106,7 @@ def _upsert_user(claims: oidc.TokenClaims, info: oidc.UserInfo) -> User:
         user.save(update_fields=[*fields, "updated_at"])
     if created:
         logger.info("user signed in for the first time", extra={"user_id": str(user.id)})
+    services.queue_picture_fetch(user)
     return user
 
 

@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "netsody_controller.settings")
 
 app = Celery("netsody_controller")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["netsody_controller.networks"])
+app.autodiscover_tasks(["netsody_controller.networks", "netsody_controller.accounts"])
 
 
 @setup_logging.connect

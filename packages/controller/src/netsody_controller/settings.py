@@ -71,8 +71,9 @@ INVITATION_RATE_LIMIT_WINDOW_SECS = config.env_int(
     ENV, "INVITATION_RATE_LIMIT_WINDOW_SECS", 3600, minimum=1
 )
 
-# Profile pictures, fetched from the provider's picture URL or Gravatar into object storage.
-# TODO: no task fetches pictures yet; these and the S3 and Authentik settings are only read.
+# Profile pictures, fetched from the provider's picture URL or Gravatar into object storage
+# (accounts/tasks.py). An empty S3_BUCKET turns the fetching off.
+# TODO: the Authentik settings above are only read; no invitation is created in Authentik yet.
 PROFILE_PICTURE_MAX_BYTES = config.env_int(ENV, "PROFILE_PICTURE_MAX_BYTES", 1048576, minimum=1)
 GRAVATAR_BASE_URL = config.env_str(ENV, "GRAVATAR_BASE_URL", "https://www.gravatar.com/avatar")
 GRAVATAR_SIZE = config.env_int(ENV, "GRAVATAR_SIZE", 200, minimum=1)

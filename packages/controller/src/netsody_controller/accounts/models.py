@@ -16,6 +16,12 @@ class User(models.Model):
     email_verified = models.BooleanField(null=True)
     name = models.CharField(max_length=255, blank=True)
     picture = models.CharField(max_length=2048, blank=True)
+    # The stored copy of the profile picture in object storage (see `pictures.py`): its object
+    # key, its content type, and the URL it was fetched from (the provider's or Gravatar's).
+    picture_key = models.CharField(max_length=255, blank=True)
+    picture_content_type = models.CharField(max_length=64, blank=True)
+    picture_source = models.CharField(max_length=2048, blank=True)
+    picture_updated_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
