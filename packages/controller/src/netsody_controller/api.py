@@ -18,6 +18,7 @@ from netsody_controller.accounts.api import users_router
 from netsody_controller.agent.api import router as agent_router
 from netsody_controller.auth import UserAuth
 from netsody_controller.errors import ApiError, ErrorCode, InvalidRequestError
+from netsody_controller.hooks import router as hooks_router
 from netsody_controller.keys.api import router as keys_router
 from netsody_controller.networks.api import router as networks_router
 from netsody_controller.nodes.api import devices_router
@@ -152,3 +153,4 @@ api.add_router("/networks", nodes_router)
 api.add_router("/networks", policies_router)
 api.add_router("/networks", keys_router)
 api.add_router("/agent", agent_router)
+api.add_router("/hooks", hooks_router)

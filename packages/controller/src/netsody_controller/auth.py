@@ -13,6 +13,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.core.cache import cache
 from ninja.security import HttpBearer
 
 from netsody_controller import oidc
@@ -28,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 _providers: dict[tuple[str, str], oidc.OidcProvider] = {}
 _providers_lock = threading.Lock()
-_user_cache: TtlCache[str, User] | None = None
+_user_cache: TtlCache[str, tuple[User, float]] | None = None
+
+# Keys in the shared Django cache (Redis) with the time of the last invalidation, so every
+# controller process drops its copies, not only the one that received the request.
+INVALIDATED_ALL_KEY = "user-cache-invalidated:all"
+INVALIDATED_SUBJECT_PREFIX = "user-cache-invalidated:subject:"
 _verifier: CredentialVerifier | None = None
 _state_lock = threading.Lock()
 
@@ -47,7 +53,8 @@ def _provider(discovery_url: str, audience: str) -> oidc.OidcProvider:
         return provider
 
 
-def user_cache() -> TtlCache[str, User]:
+def user_cache() -> TtlCache[str, tuple[User, float]]:
+    """Return this process's cache of validated tokens: the user and the wall-clock time cached."""
     global _user_cache
     with _state_lock:
         if _user_cache is None:
@@ -82,14 +89,53 @@ def authenticate_user_token(token: str, *, agent_client: bool = False) -> User:
         discovery, audience = settings.OAUTH_PATH, settings.OAUTH_AUDIENCE
     key = f"{audience}:{hashlib.sha256(token.encode()).hexdigest()}"
     cached = user_cache().get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and not _invalidated_since(cached[0].subject, cached[1]):
+        return cached[0]
     provider = _provider(discovery, audience)
     claims = provider.validate_access_token(token)
     info = provider.fetch_userinfo(token, claims=claims)
     user = _upsert_user(claims, info)
-    user_cache().put(key, user, ttl_secs=max(0.0, claims.expires_at - time.time()))
+    now = time.time()
+    user_cache().put(key, (user, now), ttl_secs=max(0.0, claims.expires_at - now))
     return user
+
+
+def _invalidated_since(subject: str, cached_at: float) -> bool:
+    """Tell whether the user's cached entries were invalidated after `cached_at`.
+
+    Only checked when ZITADEL_CACHE_INVALIDATE_SECRET enables invalidation. A cache read that
+    fails counts as invalidated, so the token is validated with the provider again.
+    """
+    if not settings.ZITADEL_CACHE_INVALIDATE_SECRET:
+        return False
+    keys = [INVALIDATED_ALL_KEY, INVALIDATED_SUBJECT_PREFIX + subject]
+    try:
+        marks = cache.get_many(keys)
+    except Exception as error:
+        logger.warning("reading cache invalidations failed", extra={"error": str(error)})
+        return True
+    return any(mark >= cached_at for mark in marks.values())
+
+
+def invalidate_user_cache(subject: str | None) -> int:
+    """Drop the cached tokens of the user with OpenID `subject`, or of every user when None.
+
+    Drops this process's entries at once and records the time in the shared cache, which the
+    other processes check on their next cache hit. Returns the number of entries dropped here.
+    Raises UnavailableError when the shared cache cannot be written.
+    """
+    key = INVALIDATED_ALL_KEY if subject is None else INVALIDATED_SUBJECT_PREFIX + subject
+    try:
+        cache.set(key, time.time(), timeout=settings.USER_CACHE.ttl_secs + 1)
+    except Exception as error:
+        raise UnavailableError(
+            "Recording the cache invalidation in Redis failed; check REDIS_URL and retry"
+        ) from error
+    if subject is None:
+        dropped = len(user_cache())
+        user_cache().clear()
+        return dropped
+    return user_cache().discard_where(lambda _, entry: entry[0].subject == subject)
 
 
 def _upsert_user(claims: oidc.TokenClaims, info: oidc.UserInfo) -> User:

@@ -40,6 +40,7 @@ OAUTH_AUDIENCE = config.env_str(ENV, "OAUTH_AUDIENCE")
 OAUTH_AGENT_PATH = config.env_str(ENV, "OAUTH_AGENT_PATH")
 OAUTH_AGENT_AUDIENCE = config.env_str(ENV, "OAUTH_AGENT_AUDIENCE")
 TRUSTED_PROXIES = config.env_networks(ENV, "TRUSTED_PROXIES", ("127.0.0.1/32", "::1/128"))
+# Shared secret of POST /api/hooks/zitadel/invalidate-cache (hooks.py); empty turns it off.
 ZITADEL_CACHE_INVALIDATE_SECRET = config.env_str(ENV, "ZITADEL_CACHE_INVALIDATE_SECRET")
 
 # The dashboard at `/`: its OIDC client, and the values of the `netsody login` command it shows.
