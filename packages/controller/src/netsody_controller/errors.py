@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     PROOF_OF_WORK_INVALID = "proof_of_work_invalid"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    UPSTREAM_FAILED = "upstream_failed"
     INTERNAL = "internal_error"
 
 

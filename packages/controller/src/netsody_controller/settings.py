@@ -59,7 +59,8 @@ NETSODY_DASHBOARD_SUPER_PEERS = config.env_list(
     ENV, "NETSODY_DASHBOARD_SUPER_PEERS", (f"https://{_SP_DOMAIN}/",) if _SP_DOMAIN else ()
 )
 
-# Invitations: optional Authentik automation and rate limits per inviting user and per network.
+# Invitations: optional Authentik automation (networks/authentik.py, on when the first three are
+# set) and rate limits per inviting user and per network.
 AUTHENTIK_BASE_URL = config.env_str(ENV, "AUTHENTIK_BASE_URL")
 AUTHENTIK_TOKEN = config.env_str(ENV, "AUTHENTIK_TOKEN")
 AUTHENTIK_INVITATION_FLOW_ID = config.env_str(ENV, "AUTHENTIK_INVITATION_FLOW_ID")
@@ -74,7 +75,6 @@ INVITATION_RATE_LIMIT_WINDOW_SECS = config.env_int(
 
 # Profile pictures, fetched from the provider's picture URL or Gravatar into object storage
 # (accounts/tasks.py). An empty S3_BUCKET turns the fetching off.
-# TODO: the Authentik settings above are only read; no invitation is created in Authentik yet.
 PROFILE_PICTURE_MAX_BYTES = config.env_int(ENV, "PROFILE_PICTURE_MAX_BYTES", 1048576, minimum=1)
 GRAVATAR_BASE_URL = config.env_str(ENV, "GRAVATAR_BASE_URL", "https://www.gravatar.com/avatar")
 GRAVATAR_SIZE = config.env_int(ENV, "GRAVATAR_SIZE", 200, minimum=1)

@@ -186,7 +186,7 @@ def list_invitations(request: HttpRequest, network_id: uuid.UUID) -> object:
 
 @router.post(
     "/{network_id}/invitations",
-    response={201: InvitationOut, **USER_ERRORS, **error_responses(429)},
+    response={201: InvitationOut, **USER_ERRORS, **error_responses(429, 502)},
     summary="Invite an email address",
 )
 def create_invitation(request: HttpRequest, network_id: uuid.UUID, body: InvitationIn) -> object:

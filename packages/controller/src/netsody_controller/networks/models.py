@@ -70,6 +70,8 @@ class Invitation(models.Model):
     accepted_at = models.DateTimeField(null=True)
     revoked_at = models.DateTimeField(null=True)
     email_sent_at = models.DateTimeField(null=True)
+    # The Authentik enrollment link, when invitations are also created in Authentik.
+    enrollment_url = models.CharField(max_length=2048, blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -87,6 +87,13 @@ class InvitationOut(Schema):
     expires_at: datetime
     email_sent_at: datetime | None
     revoked_at: datetime | None
+    enrollment_url: str | None = Field(
+        description="Authentik enrollment link of the invited person, null without Authentik"
+    )
+
+    @staticmethod
+    def resolve_enrollment_url(invitation: object) -> str | None:
+        return getattr(invitation, "enrollment_url", "") or None
 
 
 class DocumentIn(Schema):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from netsody_controller import permissions, revisions
 from netsody_controller.accounts.models import User
 from netsody_controller.errors import ConflictError, InvalidRequestError, NotFoundError
+from netsody_controller.networks import authentik
 from netsody_controller.networks.models import Invitation, Membership, Network, Role
 from netsody_controller.permissions import Action
 
@@ -253,7 +254,11 @@ def group_usage(network_id: uuid.UUID) -> list[dict[str, object]]:
 
 
 def create_invitation(actor: Membership, *, email: str, role: str) -> Invitation:
-    """Invite an email address with a role, within the invitation rate limits."""
+    """Invite an email address with a role, within the invitation rate limits.
+
+    With Authentik configured, the Authentik invitation is created first, and its failure
+    (AuthentikError) leaves no Netsody invitation behind.
+    """
     permissions.check_membership_change(actor_role=actor.role, target_role="", new_role=role)
     since = timezone.now() - timedelta(seconds=settings.INVITATION_RATE_LIMIT_WINDOW_SECS)
     recent = Invitation.objects.filter(created_at__gte=since)
@@ -267,7 +272,13 @@ def create_invitation(actor: Membership, *, email: str, role: str) -> Invitation
             f"This network got {settings.INVITATION_RATE_LIMIT_NETWORK} invitations within "
             f"{settings.INVITATION_RATE_LIMIT_WINDOW_SECS} s. Wait before inviting more"
         )
+    invitation_id = uuid.uuid4()
+    enrollment_url = ""
+    if authentik.enabled():
+        enrollment_url = authentik.create_invitation(invitation_id, email.strip())
     invitation = Invitation.objects.create(
+        id=invitation_id,
+        enrollment_url=enrollment_url,
         network_id=actor.network_id,
         email=email.strip(),
         role=role,

@@ -22,7 +22,9 @@ def send_invitation_task(self, invitation_id: str) -> bool:
     """Send the email of an invitation once. Running it again for a sent invitation does nothing."""
     with transaction.atomic():
         invitation = (
-            Invitation.objects.select_for_update()
+            # NOTE: `of=("self",)` locks only the invitation row. PostgreSQL rejects FOR UPDATE
+            # on the nullable side of the outer join that `invited_by` needs.
+            Invitation.objects.select_for_update(of=("self",))
             .select_related("network", "invited_by")
             .filter(id=invitation_id)
             .first()
@@ -33,10 +35,7 @@ def send_invitation_task(self, invitation_id: str) -> bool:
         try:
             send_mail(
                 subject=f"Invitation to the Netsody network {invitation.network.name}",
-                message=(
-                    f"{inviter} invited you to the Netsody network {invitation.network.name} "
-                    f"as {invitation.role}. Sign in to the controller to accept it."
-                ),
+                message=_invitation_text(invitation, inviter),
                 from_email=None,
                 recipient_list=[invitation.email],
             )
@@ -52,3 +51,13 @@ def send_invitation_task(self, invitation_id: str) -> bool:
         invitation.save(update_fields=["email_sent_at"])
     logger.info("invitation email sent", extra={"invitation_id": invitation_id})
     return True
+
+
+def _invitation_text(invitation: Invitation, inviter: str) -> str:
+    text = (
+        f"{inviter} invited you to the Netsody network {invitation.network.name} "
+        f"as {invitation.role}. Sign in to the controller to accept it."
+    )
+    if invitation.enrollment_url:
+        text += f"\n\nCreate your account first: {invitation.enrollment_url}"
+    return text
