@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,7 +187,7 @@ def test_server_error_is_raised_for_a_retry(client_for, picture_settings, pictur
     alice = client_for("alice")
     _set_provider_picture(alice.user_id, f"{picture_host.url}/broken.png")
     # Called directly, Celery's retry re-raises the cause instead of scheduling a new attempt.
-    with pytest.raises(PictureUnavailableError, match="answered 500"):
+    with pytest.raises(PictureUnavailableError, match="returned HTTP 500"):
         _fetch(alice.user_id)
 
 
@@ -210,3 +212,30 @@ def test_sign_in_queues_the_fetch(client_for, picture_settings, redis_url):
         if message["headers"]["task"].endswith("fetch_profile_picture_task"):
             queued.append(json.loads(base64.b64decode(message["body"]))[0])
     assert [alice.user_id] in queued
+
+
+@pytest.fixture
+def broken_broker():
+    """Point the Celery app at a closed loopback port, then restore its broker."""
+    from netsody_controller.celery import app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    original = app.conf.broker_url
+    app.pool.force_close_all()
+    app._pool = None
+    app.conf.broker_url = f"redis://127.0.0.1:{closed_port}/0"
+    try:
+        yield
+    finally:
+        app.pool.force_close_all()
+        app._pool = None
+        app.conf.broker_url = original
+
+
+def test_sign_in_survives_broker_outage(client_for, picture_settings, broken_broker, caplog):
+    with caplog.at_level(logging.ERROR):
+        alice = client_for("alice")
+    assert alice.get("/api/me").status == 200
+    assert "queueing a profile picture fetch failed" in caplog.text

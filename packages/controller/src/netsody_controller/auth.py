@@ -114,6 +114,7 @@ def _invalidated_since(subject: str, cached_at: float) -> bool:
     except Exception as error:
         logger.warning("reading cache invalidations failed", extra={"error": str(error)})
         return True
+    # NOTE: the mark and `cached_at` may come from different hosts, so their clocks must agree.
     return any(mark >= cached_at for mark in marks.values())
 
 

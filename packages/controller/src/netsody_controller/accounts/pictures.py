@@ -1,7 +1,7 @@
 """Profile pictures: where a user's picture comes from, and fetching it within strict limits.
 
 The source is the provider's `picture` claim, or else the Gravatar image of the email address.
-`fetch_picture` downloads it with a timeout, a size limit that holds even when Content-Length
+`fetch_picture` downloads it with a timeout, a size limit that applies even when Content-Length
 is wrong, an allow-list of image types and redirects only to http(s) URLs. Storage and
 scheduling live in `storage.py` and `tasks.py`.
 """
@@ -21,7 +21,7 @@ from netsody_controller.errors import ControllerError
 ALLOWED_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 FETCH_TIMEOUT_SECS = 10.0
 MAX_REDIRECTS = 3
-# Statuses worth a retry: the picture host may answer properly later.
+# Statuses worth a retry: the picture host may serve the picture later.
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # Uncompressed transfer, so the size limit counts what is stored.
 FETCH_HEADERS = {"Accept": "image/*", "Accept-Encoding": "identity"}
@@ -32,7 +32,7 @@ class PictureError(ControllerError):
 
 
 class PictureRejectedError(PictureError):
-    """The picture host answered, with something that is not stored, so a retry would not help."""
+    """The picture host responded with something that is not stored, so a retry would not help."""
 
 
 class PictureUnavailableError(PictureError):
@@ -69,6 +69,9 @@ def _check_scheme(url: httpx.URL) -> None:
         )
 
 
+# SECURITY: the URL comes from the identity provider, and some providers let users set it, so
+# the worker may be pointed at internal addresses. Only an image of an allowed type is stored
+# and nothing of a rejected response reaches the user, but the request itself is made.
 def fetch_picture(url: str, *, max_bytes: int) -> Picture:
     """Download the picture at `url`, following at most MAX_REDIRECTS http(s) redirects.
 
@@ -96,9 +99,11 @@ def fetch_picture(url: str, *, max_bytes: int) -> Picture:
 def _read_picture(response: httpx.Response, *, max_bytes: int) -> Picture:
     host = response.url.host
     if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
-        raise PictureUnavailableError(f"The picture host {host} answered {response.status_code}")
+        raise PictureUnavailableError(
+            f"The picture host {host} returned HTTP {response.status_code}"
+        )
     if response.status_code != 200:
-        raise PictureRejectedError(f"The picture host {host} answered {response.status_code}")
+        raise PictureRejectedError(f"The picture host {host} returned HTTP {response.status_code}")
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ALLOWED_CONTENT_TYPES:
         allowed = ", ".join(sorted(ALLOWED_CONTENT_TYPES))

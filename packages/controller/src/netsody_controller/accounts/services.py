@@ -19,7 +19,9 @@ def queue_picture_fetch(user: User) -> bool:
 
     Sign-in calls this, so a broker that is down is logged and otherwise ignored.
     """
-    if not settings.S3_BUCKET:
+    # NOTE: without a broker (development), a task would run inside the sign-in request and
+    # could wait for the picture host's timeout, so pictures need REDIS_URL and a worker.
+    if not settings.S3_BUCKET or settings.CELERY_TASK_ALWAYS_EAGER:
         return False
     source = pictures.picture_source(user)
     if not source or source == user.picture_source:
