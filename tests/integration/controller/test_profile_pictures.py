@@ -239,3 +239,17 @@ def test_sign_in_survives_broker_outage(client_for, picture_settings, broken_bro
         alice = client_for("alice")
     assert alice.get("/api/me").status == 200
     assert "queueing a profile picture fetch failed" in caplog.text
+
+
+def test_storage_outage_is_503(client_for, picture_settings):
+    from django.test import override_settings
+
+    alice = client_for("alice")
+    assert _fetch(alice.user_id) is True
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with override_settings(S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port}"):
+        response = _picture(alice, alice.user_id)
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django.http import HttpRequest, StreamingHttpResponse
@@ -9,8 +10,10 @@ from ninja import Router
 
 from netsody_controller.accounts import services, storage
 from netsody_controller.accounts.schemas import UserOut
-from netsody_controller.errors import NotFoundError
+from netsody_controller.errors import NotFoundError, UnavailableError
 from netsody_controller.schemas import USER_ERRORS
+
+logger = logging.getLogger(__name__)
 
 router = Router(tags=["users"])
 users_router = Router(tags=["users"])
@@ -35,7 +38,13 @@ def get_me(request: HttpRequest) -> object:
 )
 def get_picture(request: HttpRequest, user_id: uuid.UUID) -> object:
     user = services.visible_user(request.auth, user_id)
-    stored = storage.open_object(user.picture_key) if user.picture_key else None
+    try:
+        stored = storage.open_object(user.picture_key) if user.picture_key else None
+    except storage.StorageError as error:
+        logger.error("reading a profile picture failed", extra={"error": str(error)})
+        raise UnavailableError(
+            "The object storage of profile pictures is unreachable; retry later"
+        ) from error
     if stored is None:
         raise NotFoundError(f"User {user_id} has no stored profile picture")
     response = StreamingHttpResponse(stored.chunks, content_type=stored.content_type)
