@@ -20,7 +20,7 @@ from netsody_agent.daemon import Daemon, DaemonOptions
 from netsody_agent.errors import AgentError, LocalApiError
 from netsody_agent.localapi import LocalApiClient
 from netsody_agent.reconciler.oslayer import OsLayer, fake_os_layer
-from netsody_agent.settings import ManualNetwork, load_settings, save_settings
+from netsody_agent.settings import ManualNetwork, Settings, load_settings, save_settings
 from netsody_common.identity import Identity
 
 WAIT_SECONDS = 15.0
@@ -286,3 +286,113 @@ async def test_invalid_first_document_says_nothing_is_kept(running, tmp_path) ->
     )
     status = await call(daemon.state_dir, "status")
     assert "no valid configuration from this source yet" in status["networks"][0]["error"]
+
+
+ALLOW_ALL = '[[policy]]\nsource_groups = ["ALL"]\ndestination_groups = ["ALL"]\n'
+
+
+def document(name: str, subnet: str, nodes: dict[str, tuple[str, str]]) -> str:
+    """Render a network with `nodes` (hostname to (address, pk)) and one policy from ALL to ALL."""
+    text = f'name = "{name}"\nnetwork = "{subnet}"\n'
+    for hostname, (address, pk) in nodes.items():
+        text += f'\n[[node]]\nhostname = "{hostname}"\nip = "{address}"\npk = "{pk}"\n'
+    return text + "\n" + ALLOW_ALL
+
+
+async def test_overlapping_subnet_is_not_applied(running, me, identities, tmp_path: Path) -> None:
+    """SECURITY: in overlapping subnets a node of one network could pass as a node of the other."""
+    daemon, _layer = running
+    _, peer, stranger = identities
+    first = tmp_path / "first.toml"
+    first.write_text(
+        document("first", "10.9.0.0/24", {"me": ("10.9.0.1", me.pk), "peer": ("10.9.0.2", peer.pk)})
+    )
+    # The stranger has the address of the first network's peer, inside a larger subnet.
+    second = tmp_path / "second.toml"
+    second.write_text(
+        document(
+            "second",
+            "10.9.0.0/23",
+            {"me": ("10.9.1.1", me.pk), "stranger": ("10.9.0.2", stranger.pk)},
+        )
+    )
+    await call(daemon.state_dir, "network.add", url=first.as_uri())
+    await call(daemon.state_dir, "network.add", url=second.as_uri())
+    await wait_until(
+        lambda: len(daemon.sources) == 2 and all(s.snapshot for s in daemon.sources.values()),
+        "both sources to deliver their networks",
+    )
+    daemon.request_apply()
+    await asyncio.wait_for(daemon.wait_applied(), WAIT_SECONDS)
+
+    applied = daemon.dataplane.applied[-1]
+    assert [str(network.ip) for network in applied] == ["10.9.0.1"]
+
+
+SUPER_PEER = "https://192.168.88.1:8443/"
+
+
+@pytest.fixture
+async def with_super_peer(state_dir: Path, me: Identity) -> AsyncIterator[tuple[Daemon, OsLayer]]:
+    """A daemon whose settings name a super peer by address (which no overlay may cover)."""
+    save_settings(state_dir, Settings(super_peers=(SUPER_PEER,)))
+    layer = fake_os_layer()
+    daemon = await start_daemon(state_dir, layer)
+    try:
+        yield daemon, layer
+    finally:
+        await daemon.stop()
+
+
+async def add_and_apply(running: Daemon, path: Path) -> None:
+    await call(running.state_dir, "network.add", url=path.as_uri())
+    await wait_until(
+        lambda: all(s.snapshot or s.error for s in running.sources.values()),
+        "the source to deliver its network or an error",
+    )
+    running.request_apply()
+    await asyncio.wait_for(running.wait_applied(), WAIT_SECONDS)
+
+
+async def test_subnet_with_super_peer_not_installed(
+    with_super_peer, me, identities, tmp_path: Path
+) -> None:
+    """SECURITY: an overlay subnet over the super peer's address would cut the agent off it."""
+    running, layer = with_super_peer
+    _, peer, _ = identities
+    path = tmp_path / "underlay.toml"
+    path.write_text(
+        'name = "underlay"\nnetwork = "192.168.88.0/25"\n'
+        f'\n[[node]]\nhostname = "me"\nip = "192.168.88.100"\npk = "{me.pk}"\n'
+        f'\n[[node]]\nhostname = "peer"\nip = "192.168.88.101"\npk = "{peer.pk}"\n'
+        '\n[[policy]]\nsource_groups = ["ALL"]\ndestination_groups = ["ALL"]\n'
+    )
+
+    await add_and_apply(running, path)
+
+    assert not any(
+        IPv4Network("192.168.88.1/32").subnet_of(address.network)
+        for address in layer.links.observe_addresses()
+    )
+
+
+async def test_resource_with_super_peer_not_routed(
+    with_super_peer, me, identities, tmp_path: Path
+) -> None:
+    """SECURITY: a resource route over the super peer's address would cut the agent off it."""
+    running, layer = with_super_peer
+    _, _, gateway = identities
+    path = tmp_path / "resource.toml"
+    path.write_text(
+        'name = "lab"\nnetwork = "10.50.0.0/24"\n'
+        f'\n[[node]]\nhostname = "me"\nip = "10.50.0.1"\npk = "{me.pk}"\n'
+        f'\n[[node]]\nhostname = "gw"\nip = "10.50.0.2"\npk = "{gateway.pk}"\n'
+        f'\n[[resource]]\ndest = "192.168.88.0/25"\ngw = "{gateway.pk}"\n'
+        '\n[[policy]]\nsource_groups = ["ALL"]\n'
+        'destination_groups = ["ALL", "resource::192.168.88.0/25"]\n'
+    )
+
+    await add_and_apply(running, path)
+
+    routes = layer.routes.observe()
+    assert not any(IPv4Network("192.168.88.1/32").subnet_of(route) for route in routes)
