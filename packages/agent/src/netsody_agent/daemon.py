@@ -428,14 +428,14 @@ class Daemon:
             if not self._apply_wanted.is_set():
                 self._apply_done.set()
 
-    def _enabled_networks(self) -> list[AppliedNetwork]:
+    def _enabled_networks(self, protected: set[IPv4Address]) -> list[AppliedNetwork]:
         """Return the networks to apply: the first of any with overlapping subnets, in order.
 
-        SECURITY: in two overlapping subnets a node of one network may hold the overlay address
-        of a node of the other, and its packets would pass as that node's.
+        A network whose subnet covers a `protected` address is left out too. SECURITY: in two
+        overlapping subnets a node of one network may hold the overlay address of a node of the
+        other, and its packets would pass as that node's.
         """
         networks: list[AppliedNetwork] = []
-        protected = self.protected_addresses()
         for state in self.sources.values():
             for net in state.networks:
                 conflict = route_conflict(net.subnet, protected)
@@ -457,7 +457,8 @@ class Daemon:
 
     async def _apply(self) -> None:
         assert self.reconciler is not None
-        networks = self._enabled_networks()
+        protected = self.protected_addresses()
+        networks = self._enabled_networks(protected)
         compiled = [net.compiled for net in networks]
         self._adopt_learned(networks)
         dns_server = self.options.dns_host if self.resolver is not None else None
@@ -465,7 +466,7 @@ class Daemon:
             networks,
             mtu=self.options.mtu,
             dns_server=dns_server,
-            protected=self.protected_addresses(),
+            protected=protected,
         )
         errors = await asyncio.to_thread(self.reconciler.apply, desired)
         self.records.replace(records)
