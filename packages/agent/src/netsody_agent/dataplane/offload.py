@@ -25,7 +25,7 @@ import functools
 import struct
 from collections.abc import Iterable
 
-from netsody_agent.dataplane.packet import PROTO_TCP, PROTO_UDP, PacketError, internet_checksum
+from netsody_agent.dataplane.packet import PROTO_TCP, PROTO_UDP, PacketError
 
 VNET_HEADER_SIZE = 10
 NEEDS_CSUM = 0x01
@@ -49,7 +49,6 @@ _vnet_header = struct.Struct("<BBHHHH")
 unpack_vnet = _vnet_header.unpack_from
 _pack_vnet = _vnet_header.pack
 _pack_u16 = struct.Struct("!H").pack
-_pack_u32 = struct.Struct("!I").pack
 _unpack_u32 = struct.Struct("!I").unpack_from
 _unpack_words = struct.Struct("!10H").unpack_from
 
@@ -60,9 +59,12 @@ def _fold(total: int) -> int:
     return total
 
 
-def _header_sum(header: bytes | memoryview) -> int:
-    """Sum of the 16-bit words of a 20-byte IPv4 header, its checksum field left out."""
-    words = _unpack_words(header)
+def _header_sum(header: bytes | memoryview, length: int = 20) -> int:
+    """Return the sum of the 16-bit words of an IPv4 header of `length` bytes, without its
+    checksum field."""
+    words = (
+        _unpack_words(header) if length == 20 else struct.unpack_from(f"!{length // 2}H", header)
+    )
     return sum(words) - words[5]
 
 
@@ -153,19 +155,17 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
     total = (packet[2] << 8) | packet[3]
     if tcp_length < 20 or headers > total or total > len(packet):
         raise PacketError(f"TCP super-packet with invalid lengths {ip_length}/{tcp_length}/{total}")
-    if ip_length != 20:
-        # IP options (rare on locally sent TCP) keep the generic header arithmetic out of the
-        # fast path: treat the header as one block whose checksum is recomputed in full.
-        return _segment_with_options(packet, segment_size, ip_length, tcp_length, total)
     ident = (packet[4] << 8) | packet[5]
-    ip_base = _header_sum(packet) - total - ident
+    ip_base = _header_sum(packet, ip_length) - total - ident
     pseudo = _pseudo_sum(packet, PROTO_TCP)
-    sequence = _unpack_u32(packet, 24)[0]
-    flags = packet[33]
-    pack = _segment_headers(tcp_length).pack
+    sequence = _unpack_u32(packet, ip_length + 4)[0]
+    flags = packet[ip_length + 13]
+    pack = _segment_headers(ip_length, tcp_length).pack
     # The fields that stay the same in every segment.
-    tos, fields, addresses = packet[:2], packet[6:10], packet[12:20]
-    ports, middle, window, rest = packet[20:24], packet[28:33], packet[34:36], packet[38:headers]
+    tos, fields, addresses, options = packet[:2], packet[6:10], packet[12:20], packet[20:ip_length]
+    tcp = ip_length
+    ports, middle = packet[tcp : tcp + 4], packet[tcp + 8 : tcp + 13]
+    window, rest = packet[tcp + 14 : tcp + 16], packet[tcp + 18 : headers]
     segments: list[bytes] = []
     count = -(-(total - headers) // segment_size)
     last = count - 1
@@ -176,7 +176,7 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
         if index:
             segment_flags &= ~_CWR
         tcp_total = tcp_length + end - begin
-        length = 20 + tcp_total
+        length = ip_length + tcp_total
         segment_ident = (ident + index) & 0xFFFF
         checksum = ~_fold(ip_base + length + segment_ident) & 0xFFFF
         header = pack(
@@ -186,6 +186,7 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
             fields,
             checksum,
             addresses,
+            options,
             ports,
             (sequence + index * segment_size) & 0xFFFFFFFF,
             middle,
@@ -199,38 +200,9 @@ def segment_tcp(packet: bytes, segment_size: int) -> list[bytes]:
 
 
 @functools.cache
-def _segment_headers(tcp_length: int) -> struct.Struct:
-    """Return the layout of a segment's IPv4 header (20 bytes) and TCP header (`tcp_length`)."""
-    return struct.Struct(f"!2sHH4sH8s4sI5sB2sH{tcp_length - 18}s")
-
-
-def _segment_with_options(
-    packet: bytes, segment_size: int, ip_length: int, tcp_length: int, total: int
-) -> list[bytes]:
-    headers = ip_length + tcp_length
-    ident = (packet[4] << 8) | packet[5]
-    sequence = _unpack_u32(packet, ip_length + 4)[0]
-    flags = packet[ip_length + 13]
-    pseudo = _pseudo_sum(packet, PROTO_TCP)
-    segments: list[bytes] = []
-    count = -(-(total - headers) // segment_size)
-    for index in range(count):
-        begin = headers + index * segment_size
-        end = min(begin + segment_size, total)
-        segment_flags = flags & ~(_LAST_ONLY if index < count - 1 else 0)
-        segment_flags &= ~(_CWR if index else 0)
-        tcp_total = tcp_length + end - begin
-        ip_header = bytearray(packet[:ip_length])
-        ip_header[2:4] = _pack_u16(ip_length + tcp_total)
-        ip_header[4:6] = _pack_u16((ident + index) & 0xFFFF)
-        ip_header[10:12] = b"\0\0"
-        ip_header[10:12] = _pack_u16(internet_checksum(bytes(ip_header)))
-        tcp_header = bytearray(packet[ip_length:headers])
-        tcp_header[4:8] = _pack_u32((sequence + index * segment_size) & 0xFFFFFFFF)
-        tcp_header[13] = segment_flags
-        tcp_header[16:18] = _pack_u16(_fold(pseudo + tcp_total))
-        segments.append(bytes(ip_header) + bytes(tcp_header) + packet[begin:end])
-    return segments
+def _segment_headers(ip_length: int, tcp_length: int) -> struct.Struct:
+    """Return the layout of a segment's IPv4 and TCP headers, options included."""
+    return struct.Struct(f"!2sHH4sH8s{ip_length - 20}s4sI5sB2sH{tcp_length - 18}s")
 
 
 class Coalescer:
