@@ -131,8 +131,8 @@ def _usable(
 ) -> list[IPv4Address]:
     """Return the addresses of an answer for `name` that may be learned.
 
-    Left out: what `unusable_reason` names, and `protected` addresses, which the agent reaches
-    through the underlay (see `desired.route_conflict`).
+    Left out: what `unusable_reason` names, `protected` addresses (which the agent reaches
+    through the underlay, see `desired.route_conflict`) among them.
     """
     networks = list(networks)
     overlays = [network.network for network in networks]
@@ -144,9 +144,9 @@ def _usable(
     ]
     usable = []
     for address in addresses:
-        reason = unusable_reason(address, overlays=overlays, foreign_routes=foreign)
-        if reason is None and address in protected:
-            reason = "the agent reaches it through the underlay"
+        reason = unusable_reason(
+            address, overlays=overlays, foreign_routes=foreign, protected=protected
+        )
         if reason is None:
             usable.append(address)
         else:

@@ -15,7 +15,7 @@ seconds), so this module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -37,6 +37,7 @@ def unusable_reason(
     *,
     overlays: Iterable[IPv4Network],
     foreign_routes: Iterable[IPv4Network],
+    protected: Container[IPv4Address] = (),
 ) -> str | None:
     """Return why a resolved address must not be learned for a domain resource, or None.
 
@@ -44,6 +45,8 @@ def unusable_reason(
     a route into the overlay and is accepted as a source of the gateway's packets, so an answer
     naming a node's overlay address, another gateway's resource, or loopback, broadcast and the
     like would let it spoof that node or resource, or cut the host off from its own addresses.
+    `protected` contains the addresses the agent reaches through the underlay (super peers, the
+    controller, peer endpoints, its own addresses), which must never be routed to a gateway.
     """
     if (
         address.is_loopback
@@ -60,6 +63,8 @@ def unusable_reason(
     for network in foreign_routes:
         if address in network:
             return f"inside {network}, a resource of another gateway"
+    if address in protected:
+        return "the agent reaches it through the underlay"
     return None
 
 
