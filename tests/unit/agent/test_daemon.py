@@ -299,6 +299,16 @@ def document(name: str, subnet: str, nodes: dict[str, tuple[str, str]]) -> str:
     return text + "\n" + ALLOW_ALL
 
 
+async def add_and_apply(running: Daemon, path: Path) -> None:
+    await call(running.state_dir, "network.add", url=path.as_uri())
+    await wait_until(
+        lambda: all(s.snapshot or s.error for s in running.sources.values()),
+        "the source to deliver its network or an error",
+    )
+    running.request_apply()
+    await asyncio.wait_for(running.wait_applied(), WAIT_SECONDS)
+
+
 async def test_overlapping_subnet_is_not_applied(running, me, identities, tmp_path: Path) -> None:
     """SECURITY: in overlapping subnets a node of one network could pass as a node of the other."""
     daemon, _layer = running
@@ -316,14 +326,8 @@ async def test_overlapping_subnet_is_not_applied(running, me, identities, tmp_pa
             {"me": ("10.9.1.1", me.pk), "stranger": ("10.9.0.2", stranger.pk)},
         )
     )
-    await call(daemon.state_dir, "network.add", url=first.as_uri())
-    await call(daemon.state_dir, "network.add", url=second.as_uri())
-    await wait_until(
-        lambda: len(daemon.sources) == 2 and all(s.snapshot for s in daemon.sources.values()),
-        "both sources to deliver their networks",
-    )
-    daemon.request_apply()
-    await asyncio.wait_for(daemon.wait_applied(), WAIT_SECONDS)
+    await add_and_apply(daemon, first)
+    await add_and_apply(daemon, second)
 
     applied = daemon.dataplane.applied[-1]
     assert [str(network.ip) for network in applied] == ["10.9.0.1"]
@@ -344,16 +348,6 @@ async def with_super_peer(state_dir: Path, me: Identity) -> AsyncIterator[tuple[
         await daemon.stop()
 
 
-async def add_and_apply(running: Daemon, path: Path) -> None:
-    await call(running.state_dir, "network.add", url=path.as_uri())
-    await wait_until(
-        lambda: all(s.snapshot or s.error for s in running.sources.values()),
-        "the source to deliver its network or an error",
-    )
-    running.request_apply()
-    await asyncio.wait_for(running.wait_applied(), WAIT_SECONDS)
-
-
 async def test_subnet_with_super_peer_not_installed(
     with_super_peer, me, identities, tmp_path: Path
 ) -> None:
@@ -362,10 +356,11 @@ async def test_subnet_with_super_peer_not_installed(
     _, peer, _ = identities
     path = tmp_path / "underlay.toml"
     path.write_text(
-        'name = "underlay"\nnetwork = "192.168.88.0/25"\n'
-        f'\n[[node]]\nhostname = "me"\nip = "192.168.88.100"\npk = "{me.pk}"\n'
-        f'\n[[node]]\nhostname = "peer"\nip = "192.168.88.101"\npk = "{peer.pk}"\n'
-        '\n[[policy]]\nsource_groups = ["ALL"]\ndestination_groups = ["ALL"]\n'
+        document(
+            "underlay",
+            "192.168.88.0/25",
+            {"me": ("192.168.88.100", me.pk), "peer": ("192.168.88.101", peer.pk)},
+        )
     )
 
     await add_and_apply(running, path)
