@@ -238,8 +238,8 @@ class DomainForwarder:
         )
         if not accepted:
             logger.warning(
-                "no address of %s was learned for %s: none was usable, the resource holds its "
-                "maximum number of addresses, or another gateway routes them",
+                "no address of %s was learned for %s: none was usable, the resource has reached "
+                "its maximum number of addresses, or another gateway routes them",
                 query.question.name,
                 dest,
             )
@@ -328,7 +328,7 @@ class GatewayResolver:
         )
         if not accepted:
             logger.warning(
-                "no address of %s was learned: none was usable, or %s holds its maximum",
+                "no address of %s was learned: none was usable, or %s has reached its maximum",
                 question.name,
                 dest,
             )

@@ -4,11 +4,11 @@ Both peers may dial each other at once, and a restarted peer dials while the old
 still looks alive. `Connections` decides which connection carries a peer's packets (both ends
 must decide alike), closes the others, and dials peers without a connection, with backoff.
 
-It is a part of `DataPlane` (its base class) and works on the data plane's tables: `_links`
-(pk to the connection in use), `_pending` (handshaking connections), `_contenders` (a second
-authenticated connection under probe), `_by_cid`, `_dial_state`, `_peer_since`, `_endpoints`,
-`_candidates`, `_relay_candidates` and `_relays`, and on its packet sending and servicing
-methods.
+It is the base class of `DataPlane` and works on the data plane's tables and its packet
+sending and servicing methods. The tables are `_links` (pk to the connection in use), `_pending`
+(handshaking connections), `_contenders` (a second authenticated connection under probe),
+`_by_cid`, `_dial_state`, `_peer_since`, `_endpoints`, `_candidates`, `_relay_candidates` and
+`_relays`.
 """
 
 from __future__ import annotations

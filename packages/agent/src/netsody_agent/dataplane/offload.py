@@ -10,9 +10,9 @@ segment costs, so both ends of the tunnel save most of their system call and sta
 - the receiver joins consecutive segments of one TCP flow back into a super-packet
   (`Coalescer`) and writes it with one system call.
 
-Checksums are never computed over payload bytes in Python: packets with a partial checksum are
-handed to the receiving kernel as partial (`NEEDS_CSUM`), which completes them only where they
-leave the host (a gateway forwarding them) and skips them on local delivery. The datagrams are
+Checksums are never computed over payload bytes in Python. Packets with a partial checksum are
+handed to the receiving kernel as partial (`NEEDS_CSUM`). It completes them only where they leave
+the host (a gateway forwarding them) and skips them on local delivery. The datagrams are
 authenticated end to end, so no corruption goes unnoticed.
 
 Header layout, struct virtio_net_hdr (linux/virtio_net.h), little-endian on the hosts we run on:
